@@ -1,0 +1,33 @@
+# Gatewayz Observability — `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV = $(shell scripts/ensure-uv.sh)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List every target with what it does
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## Install uv (if missing), Python 3.11 deps (uv.lock) and Debian's prometheus
+	@$(UV) sync --frozen --python 3.11
+	@scripts/ensure-prometheus.sh
+
+.PHONY: run
+run: install ## Start the stack on localhost (gateway on :8000)
+	@$(UV) run --frozen python -m gateway
+
+.PHONY: test
+test: install ## Run the whole test suite (unit + integration)
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: install ## ruff check + format check, mypy --strict on every src/
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy shared/src services/gateway/src services/admin/src services/log-shipper/src
+
+.PHONY: fmt
+fmt: install ## Apply ruff fixes and formatting
+	@$(UV) run --frozen ruff check --fix .
+	@$(UV) run --frozen ruff format .

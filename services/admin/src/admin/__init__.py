@@ -1,0 +1,1 @@
+"""Gatewayz admin service."""

@@ -1,0 +1,1 @@
+"""Gatewayz gateway: OpenAI-compatible inference with metrics, traces and JSON logs."""

@@ -1,0 +1,1 @@
+"""Gatewayz log-shipper service."""

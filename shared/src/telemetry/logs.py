@@ -1,0 +1,126 @@
+"""JSON log lines on stdout (SPEC §4): loguru with one msgspec-encoding sink, stdlib logging routed in."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+from loguru import logger
+from opentelemetry import trace
+
+from telemetry.redaction import MASK, is_secret_name
+
+if TYPE_CHECKING:
+    from loguru import Message, Record, RecordException
+
+    from telemetry.settings import TelemetrySettings
+
+# Loggers whose records we route into our sink; uvicorn's own access log is replaced by ours.
+_STDLIB_LOGGERS = ("uvicorn", "uvicorn.error", "httpx", "httpcore", "litestar", "asyncio", "opentelemetry")
+_QUIET_LOGGERS = {
+    "httpcore": logging.WARNING,
+    "httpx": logging.WARNING,
+    "uvicorn.access": logging.CRITICAL + 1,
+}
+
+
+class JsonSink:
+    """A loguru sink that writes one SPEC §4 JSON object per line with a reused msgspec encoder."""
+
+    def __init__(self, service: str, stream: IO[bytes] | None = None) -> None:
+        self._service = service
+        self._stream = stream
+        self._encoder = msgspec.json.Encoder()
+        self._second = -1
+        self._second_text = ""
+
+    def __call__(self, message: Message) -> None:
+        """Encode and write one record."""
+        line = self._encoder.encode(self.build(message.record))
+        self.write_bytes(line + b"\n")
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write bytes whole: to the stream given, else straight to file descriptor 1 (no buffering)."""
+        if self._stream is not None:
+            self._stream.write(data)
+            self._stream.flush()
+            return
+        view = memoryview(data)
+        while view:
+            written = os.write(1, view)
+            view = view[written:]
+
+    def build(self, record: Record) -> dict[str, Any]:
+        """The JSON object for `record`: base fields, extras (secrets masked), trace ids, message."""
+        line: dict[str, Any] = {
+            "timestamp": self._timestamp(record["time"]),
+            "level": record["level"].name,
+            "service": self._service,
+        }
+        for key, value in record["extra"].items():
+            line[key] = MASK if is_secret_name(key) else value
+        if "trace_id" not in line:
+            context = trace.get_current_span().get_span_context()
+            # An invalid context means no active span: omit the ids rather than write zeros.
+            if context.is_valid:
+                line["trace_id"] = format(context.trace_id, "032x")
+                line["span_id"] = format(context.span_id, "016x")
+        exception = record["exception"]
+        if exception is not None and exception.type is not None:
+            line["exception_type"] = exception.type.__name__
+            line["exception"] = _format_exception(exception)
+        line["message"] = record["message"]
+        return line
+
+    def _timestamp(self, moment: datetime) -> str:
+        """UTC, millisecond precision, `Z`; the second-level prefix is cached (one strftime a second)."""
+        timestamp = moment.timestamp()
+        second = int(timestamp)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        millis = int((timestamp - second) * 1000)
+        return f"{self._second_text}.{millis:03d}Z"
+
+
+def _format_exception(exception: RecordException) -> str:
+    import traceback  # noqa: PLC0415 - only on the rare exception path
+
+    return "".join(traceback.format_exception(exception.type, exception.value, exception.traceback)).rstrip()
+
+
+class InterceptHandler(logging.Handler):
+    """Routes stdlib `logging` records (uvicorn, httpx, litestar) into loguru, keeping level and origin."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Forward one record."""
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info, depth=6).bind(logger=record.name).log(
+            level, record.getMessage()
+        )
+
+
+def configure_logging(settings: TelemetrySettings, stream: IO[bytes] | None = None) -> JsonSink:
+    """Make loguru and stdlib logging write SPEC §4 JSON lines at `LOG_LEVEL` to stdout (or `stream`)."""
+    sink = JsonSink(settings.service_name, stream)
+    logger.remove()
+    logger.add(sink, level=settings.log_level, format="{message}", backtrace=False, diagnose=False)
+    handler = InterceptHandler()
+    logging.basicConfig(handlers=[handler], level=logging.getLevelName(_stdlib_level(settings)), force=True)
+    for name in _STDLIB_LOGGERS:
+        stdlib_logger = logging.getLogger(name)
+        stdlib_logger.handlers = []
+        stdlib_logger.propagate = True
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    return sink
+
+
+def _stdlib_level(settings: TelemetrySettings) -> str:
+    return "DEBUG" if settings.log_level == "TRACE" else settings.log_level

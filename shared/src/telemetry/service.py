@@ -1,0 +1,111 @@
+"""What wires telemetry into a service: the `Telemetry` bundle, `instrument(app)`, and `serve()`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import IO, TYPE_CHECKING
+
+from litestar.exceptions import HTTPException
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from telemetry.logs import configure_logging
+from telemetry.metrics import HttpMetrics, create_registry
+from telemetry.middleware import TelemetryMiddleware, resolve_route
+from telemetry.tracing import create_tracer_provider, shutdown_tracer_provider
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+    from litestar.types import Scope
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from prometheus_client import CollectorRegistry
+
+    from telemetry.settings import TelemetrySettings
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """One service's registry, HTTP metrics and tracer provider, created together from settings."""
+
+    settings: TelemetrySettings
+    registry: CollectorRegistry
+    http: HttpMetrics
+    tracer_provider: TracerProvider
+
+    @classmethod
+    def create(
+        cls,
+        settings: TelemetrySettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        exporter: SpanExporter | None = None,
+        log_stream: IO[bytes] | None = None,
+    ) -> Telemetry:
+        """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output."""
+        configure_logging(settings, log_stream)
+        registry = registry if registry is not None else create_registry()
+        return cls(
+            settings=settings,
+            registry=registry,
+            http=HttpMetrics(registry, settings.app_name),
+            tracer_provider=create_tracer_provider(settings, exporter),
+        )
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """The tracer services use for their own spans."""
+        return self.tracer_provider.get_tracer(self.settings.service_name, self.settings.service_version)
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
+        """Flush spans at shutdown, bounded so a dead Tempo cannot hold the process."""
+        try:
+            yield
+        finally:
+            shutdown_tracer_provider(self.tracer_provider)
+
+
+def instrument(app: Litestar, telemetry: Telemetry) -> Litestar:
+    """Wrap `app` from the outside with `TelemetryMiddleware` and count unhandled exceptions."""
+    settings = telemetry.settings
+    app.asgi_handler = TelemetryMiddleware(
+        app.asgi_handler,
+        route_resolver=partial(resolve_route, app),
+        metrics=telemetry.http,
+        tracer=telemetry.tracer,
+        exclude_paths=settings.metrics_exclude_paths,
+        access_log=settings.access_log,
+    )
+    app.after_exception.append(partial(_record_exception, telemetry.http))
+    return app
+
+
+async def _record_exception(metrics: HttpMetrics, exc: Exception, _scope: Scope) -> None:
+    """Litestar turns handler exceptions into responses; count and trace the ones that become a 5xx."""
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        return
+    metrics.count_exception(exc)
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+def serve(factory: Callable[[], Litestar], settings: TelemetrySettings) -> None:
+    """Run `factory()` under uvicorn on HOST/PORT with our logging (uvicorn's own config disabled)."""
+    import uvicorn  # noqa: PLC0415 - only entry points need the server
+
+    app = factory()
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=10,
+    )

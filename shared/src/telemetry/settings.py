@@ -1,0 +1,147 @@
+"""Settings loaded from the environment, validated by msgspec; one clear error per bad variable."""
+
+from __future__ import annotations
+
+import os
+import sys
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Literal, NoReturn, TypeVar
+
+import msgspec
+
+from telemetry.redaction import is_secret_name, mask
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")]
+LogLevel = Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Sampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+OtlpProtocol = Literal["grpc", "http/protobuf"]
+Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+S = TypeVar("S", bound="TelemetrySettings")
+
+# Values normalised before validation, so `LOG_LEVEL=info` and `OTEL_TRACES_SAMPLER=AlwaysOn`-style
+# capitalisation errors do not stop a deploy for a matter of case.
+_UPPERCASED = frozenset({"LOG_LEVEL"})
+_LOWERCASED = frozenset({"OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL"})
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot run with."""
+
+
+class TelemetrySettings(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="upper"
+):
+    """What every service reads from the environment; services subclass it with their own fields."""
+
+    app_name: str = "gatewayz"
+    """`app_name` label on the HTTP metrics; the same for every service."""
+    service_name: str
+    """OpenTelemetry `service.name`, the Loki `service` label and the `service` log field."""
+    service_version: str = "0.1.0"
+    """OpenTelemetry `service.version`."""
+    environment: str = "development"
+    """OpenTelemetry `deployment.environment` and the Loki `environment` label."""
+    host: str = "0.0.0.0"  # noqa: S104 - services listen on every interface in containers
+    """Interface to listen on."""
+    port: Port
+    """TCP port to listen on (Railway sets `PORT`)."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Proxies whose `X-Forwarded-For` is trusted for the client address (comma-separated, `*` for any)."""
+    log_level: LogLevel = "INFO"
+    """Lowest level written to stdout."""
+    access_log: bool = True
+    """Write one "Request completed" line per request."""
+    metrics_exclude_paths: tuple[str, ...] = ("/metrics",)
+    """Request paths the HTTP metrics, spans and access log leave out (comma-separated)."""
+    tempo_enabled: bool = True
+    """Export spans over OTLP; `false` keeps tracing local (ids in logs, no exporter)."""
+    tempo_otlp_http_endpoint: HttpUrl = "http://tempo:4318"
+    """OTLP/HTTP base URL; `/v1/traces` is appended."""
+    tempo_otlp_grpc_endpoint: HttpUrl = "http://tempo:4317"
+    """OTLP/gRPC endpoint."""
+    otel_exporter_otlp_protocol: OtlpProtocol = "http/protobuf"
+    """Which OTLP transport to use: `grpc` or `http/protobuf` (the standard OTel variable)."""
+    otel_traces_sampler: Sampler = "parentbased_always_on"
+    """Sampler name, as the OpenTelemetry specification defines them."""
+    otel_traces_sampler_arg: Ratio = 1.0
+    """Sampling ratio for the `traceidratio` samplers."""
+    otel_export_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    """Bound on one OTLP export; keeps shutdown with Tempo down within a few seconds."""
+
+
+def _is_sequence(annotation: object) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _is_sequence(typing.get_args(annotation)[0])
+    return origin in {tuple, list, frozenset, set}
+
+
+def _normalise(name: str, value: str) -> str:
+    if name in _UPPERCASED:
+        return value.upper()
+    if name in _LOWERCASED:
+        return value.lower()
+    return value
+
+
+def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Build `cls` from environment variables; raise `SettingsError` naming the first bad one."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for field in msgspec.structs.fields(cls):
+        value = env.get(field.encode_name)
+        # An empty variable means "unset": platforms such as Railway create empty ones.
+        if value is None or not value.strip():
+            continue
+        value = _normalise(field.encode_name, value.strip())
+        if _is_sequence(field.type):
+            raw[field.encode_name] = [item.strip() for item in value.split(",") if item.strip()]
+        else:
+            raw[field.encode_name] = value
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_describe(exc, raw)) from None
+
+
+def _describe(exc: msgspec.ValidationError, raw: Mapping[str, object]) -> str:
+    """Turn msgspec's `Expected int >= 1 - at $.PORT` into `PORT='0' is invalid: expected int >= 1`."""
+    message = str(exc)
+    reason, _, where = message.rpartition(" - at `$.")
+    if not where:
+        return message
+    name = where.rstrip("`").split(".")[0].split("[")[0]
+    reason = reason.replace(", got `str`", "").replace("`", "")
+    reason = reason[:1].lower() + reason[1:]
+    shown = "<redacted>" if is_secret_name(name) else repr(raw.get(name))
+    return f"{name}={shown} is invalid: {reason}"
+
+
+def load_settings_or_exit(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Load settings for a process entry point: a bad value prints one line and exits with status 2."""
+    try:
+        return load_settings(cls, environ)
+    except SettingsError as exc:
+        _exit_with(str(exc))
+
+
+def _exit_with(message: str) -> NoReturn:
+    sys.stderr.write(f"configuration error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def settings_as_dict(settings: TelemetrySettings) -> dict[str, object]:
+    """Effective settings by variable name, every secret-shaped value masked."""
+    encoded = msgspec.to_builtins(settings)
+    return {name: mask(name, value) for name, value in sorted(encoded.items())}

@@ -1,0 +1,92 @@
+"""The TracerProvider (SPEC §5 resource, OTEL_* sampler) and its bounded OTLP export to Tempo."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+
+if TYPE_CHECKING:
+    from telemetry.settings import TelemetrySettings
+
+SHUTDOWN_DEADLINE_SECONDS = 4.0
+"""Hard bound on flushing spans at shutdown, so a dead Tempo never holds a deploy."""
+
+
+def create_sampler(settings: TelemetrySettings) -> Sampler:
+    """The sampler named by `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`."""
+    ratio = settings.otel_traces_sampler_arg
+    samplers: dict[str, Sampler] = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "traceidratio": TraceIdRatioBased(ratio),
+        "parentbased_always_on": ParentBased(ALWAYS_ON),
+        "parentbased_always_off": ParentBased(ALWAYS_OFF),
+        "parentbased_traceidratio": ParentBasedTraceIdRatio(ratio),
+    }
+    return samplers[settings.otel_traces_sampler]
+
+
+def create_resource(settings: TelemetrySettings) -> Resource:
+    """`service.name`, `service.version` and `deployment.environment` from settings."""
+    return Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.version": settings.service_version,
+            "deployment.environment": settings.environment,
+            "service.namespace": settings.app_name,
+        }
+    )
+
+
+def create_exporter(settings: TelemetrySettings) -> SpanExporter:
+    """An OTLP exporter over gRPC or HTTP, each export bounded by `OTEL_EXPORT_TIMEOUT_SECONDS`."""
+    timeout = settings.otel_export_timeout_seconds
+    if settings.otel_exporter_otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415 - grpc is heavy; load it only when chosen
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        endpoint = settings.tempo_otlp_grpc_endpoint
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415 - symmetric with grpc
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter(
+        endpoint=settings.tempo_otlp_http_endpoint.rstrip("/") + "/v1/traces", timeout=timeout
+    )
+
+
+def create_tracer_provider(
+    settings: TelemetrySettings, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """A provider exporting in batches to Tempo when enabled; `exporter` overrides the OTLP one (tests)."""
+    provider = TracerProvider(resource=create_resource(settings), sampler=create_sampler(settings))
+    if exporter is None and settings.tempo_enabled:
+        exporter = create_exporter(settings)
+    if exporter is not None:
+        timeout_ms = settings.otel_export_timeout_seconds * 1000
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=4096, export_timeout_millis=timeout_ms)
+        )
+    return provider
+
+
+def shutdown_tracer_provider(provider: TracerProvider, deadline: float = SHUTDOWN_DEADLINE_SECONDS) -> bool:
+    """Flush and stop `provider` within `deadline` seconds; False if it had to be abandoned."""
+    worker = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    return not worker.is_alive()
