@@ -1,0 +1,1 @@
+"""Helpers shared by tests: free ports and real service processes on loopback."""

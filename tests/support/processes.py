@@ -1,0 +1,87 @@
+"""Start real service processes (`python -m <package>`) on loopback and stop them, bounded in time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """One service started as its users start it, with stdout captured to a file."""
+
+    def __init__(self, module: str, env: Mapping[str, str], log_dir: Path, port: int | None = None) -> None:
+        self.module = module
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stdout_path = log_dir / f"{module}.stdout"
+        self.stderr_path = log_dir / f"{module}.stderr"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(log_dir)),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "TEMPO_ENABLED": "false",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_path: str = "/health", timeout: float = 30.0) -> ServiceProcess:
+        """Start and wait until `ready_path` answers 200."""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env=self.env,
+            stdout=self.stdout_path.open("ab"),
+            stderr=self.stderr_path.open("ab"),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.module} exited {self.process.returncode}: {self.stderr()}")
+            try:
+                if httpx.get(self.url + ready_path, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.module} not ready on {self.url}{ready_path}: {self.stderr()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def stdout_lines(self) -> list[str]:
+        """What the process wrote to stdout so far."""
+        return self.stdout_path.read_text(errors="replace").splitlines() if self.stdout_path.exists() else []
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr so far."""
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
