@@ -1,1 +1,1 @@
-"""Gatewayz log-shipper service."""
+"""Gatewayz log-shipper: JSON log lines from stdin, files and HTTP into Loki, at least once."""

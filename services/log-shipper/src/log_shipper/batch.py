@@ -1,0 +1,80 @@
+"""An open batch: entries grouped per stream, encoded once into the JSON a spool segment holds."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class StreamBuffer:
+    """The entries of one stream in one batch; `newest` carries over so late lines can be kept in order."""
+
+    __slots__ = ("labels", "newest", "values")
+
+    def __init__(self, labels: bytes, newest: int) -> None:
+        self.labels = labels
+        self.values: list[tuple[str, str]] = []
+        self.newest = newest
+
+
+class Batch:
+    """Lines not yet spooled, by (service, level)."""
+
+    __slots__ = ("bytes", "lines", "started", "streams")
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, str], StreamBuffer] = {}
+        self.lines = 0
+        self.bytes = 0
+        self.started = 0.0
+
+    def encode(self, encoder: msgspec.json.Encoder) -> bytes:
+        """The comma-separated stream objects; a push body is `{"streams":[` + segments + `]}`."""
+        return b",".join(
+            b'{"stream":' + buffer.labels + b',"values":' + encoder.encode(buffer.values) + b"}"
+            for buffer in self.streams.values()
+            if buffer.values
+        )
+
+
+PUSH_PREFIX = b'{"streams":['
+PUSH_SUFFIX = b"]}"
+
+
+def push_body(segments: list[bytes]) -> bytes:
+    """One Loki push body from spooled segment bodies."""
+    return PUSH_PREFIX + b",".join(segments) + PUSH_SUFFIX
+
+
+class PushStream(msgspec.Struct, frozen=True):
+    """One stream of a push body, decoded only to split a batch Loki found too large."""
+
+    stream: dict[str, str]
+    values: list[tuple[str, str]]
+
+
+class PushRequest(msgspec.Struct, frozen=True):
+    """A push body decoded (the 413 path only)."""
+
+    streams: list[PushStream]
+
+
+def split_body(body: bytes) -> list[tuple[bytes, int]]:
+    """Two push bodies (with their entry counts) sharing the entries of `body`; one for a single entry."""
+    request = msgspec.json.decode(body, type=PushRequest)
+    entries = [(stream.stream, value) for stream in request.streams for value in stream.values]
+    if len(entries) < 2:
+        return [(body, len(entries))]
+    half = len(entries) // 2
+    return [
+        (_encode_entries(entries[:half]), half),
+        (_encode_entries(entries[half:]), len(entries) - half),
+    ]
+
+
+def _encode_entries(entries: list[tuple[dict[str, str], tuple[str, str]]]) -> bytes:
+    grouped: dict[bytes, tuple[dict[str, str], list[tuple[str, str]]]] = {}
+    for labels, value in entries:
+        key = msgspec.json.encode(labels)
+        grouped.setdefault(key, (labels, []))[1].append(value)
+    streams = [PushStream(stream=labels, values=values) for labels, values in grouped.values()]
+    return msgspec.json.encode(PushRequest(streams=streams))

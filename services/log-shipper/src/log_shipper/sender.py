@@ -1,0 +1,147 @@
+"""`SpoolSender`: pushes spooled batches to Loki oldest first, at least once, and acknowledges them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Protocol
+
+from loguru import logger
+
+from log_shipper.batch import push_body, split_body
+from log_shipper.loki import Outcome, PushResult
+from log_shipper.metrics import ShipperMetrics
+from log_shipper.spool import Segment, Spool
+from log_shipper.throttle import LogThrottle
+
+
+class Pusher(Protocol):
+    """What delivers one push body (`LokiClient`, or a fake in tests)."""
+
+    async def push(self, body: bytes) -> PushResult:
+        """Push an uncompressed body."""
+        ...
+
+
+class Backoff:
+    """Exponential delays with jitter: `minimum` doubling up to `maximum`, each drawn in [½·d, d]."""
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next(self, retry_after: float | None = None) -> float:
+        """The delay before the next attempt; an honoured `Retry-After` when Loki sent one (capped)."""
+        ceiling = min(self.maximum, self.minimum * 2**self.attempt)
+        self.attempt += 1
+        if retry_after is not None:
+            return min(self.maximum, retry_after)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    def reset(self) -> None:
+        """After a success."""
+        self.attempt = 0
+
+
+class SpoolSender:
+    """The one consumer of the spool: take up to a batch of segments, push, retry or split, then ack."""
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        pusher: Pusher,
+        metrics: ShipperMetrics,
+        batch_bytes: int,
+        backoff: Backoff,
+    ) -> None:
+        self.spool = spool
+        self.pusher = pusher
+        self.metrics = metrics
+        self.batch_bytes = batch_bytes
+        self.backoff = backoff
+        self.failing = False
+        self.last_success: float | None = None
+        self._throttle = LogThrottle()
+
+    async def run(self) -> None:
+        """Deliver for ever (until cancelled); a cancelled push leaves its segments in the spool."""
+        while True:
+            segments = self.spool.take(self.batch_bytes)
+            if not segments:
+                await self.spool.wait()
+                continue
+            try:
+                await self.deliver(segments)
+            except BaseException:
+                self.spool.release(segments)
+                raise
+            self.spool.ack(segments)
+
+    async def deliver(self, segments: list[Segment]) -> None:
+        """Push the segments as one body until Loki takes it, splits it or rejects it for good."""
+        body = push_body([self.spool.read(segment) for segment in segments])
+        lines = sum(segment.lines for segment in segments)
+        await self._push(body, lines)
+
+    async def _push(self, body: bytes, lines: int) -> None:
+        while True:
+            result = await self.pusher.push(body)
+            if result.outcome is Outcome.SHIPPED:
+                self._shipped(result, lines)
+                return
+            if result.outcome is Outcome.RETRY:
+                await self._wait_to_retry(result)
+                continue
+            if result.outcome is Outcome.SPLIT:
+                parts = split_body(body)
+                if len(parts) > 1:
+                    self.metrics.batches.labels("split").inc()
+                    for part, count in parts:
+                        await self._push(part, count)
+                    return
+            self._rejected(result, lines)
+            return
+
+    def _shipped(self, result: PushResult, lines: int) -> None:
+        metrics = self.metrics
+        metrics.lines_shipped.inc(lines)
+        metrics.bytes_pushed.inc(result.sent_bytes)
+        metrics.batches.labels("success").inc()
+        self.backoff.reset()
+        self.last_success = time.time()
+        if self.failing:
+            self.failing = False
+            logger.info("Loki accepts pushes again", spool_bytes=self.spool.bytes)
+
+    async def _wait_to_retry(self, result: PushResult) -> None:
+        self.metrics.retries.labels(result.reason).inc()
+        delay = self.backoff.next(result.retry_after)
+        if not self.failing:
+            self.failing = True
+        self._throttle.warning(
+            "retry",
+            "Loki push failed; retrying",
+            status=result.status,
+            reason=result.reason,
+            detail=result.detail,
+            retry_in_seconds=round(delay, 3),
+            spool_bytes=self.spool.bytes,
+        )
+        await asyncio.sleep(delay)
+
+    def _rejected(self, result: PushResult, lines: int) -> None:
+        reason = "too_large" if result.outcome is Outcome.SPLIT else "loki_rejected"
+        self.metrics.batches.labels("dropped").inc()
+        self.metrics.dropped_by_reason[reason].inc(lines)
+        self.backoff.reset()
+        self._throttle.error(
+            "rejected:" + reason,
+            "Loki rejected a batch; dropped, not retried",
+            status=result.status,
+            reason=reason,
+            lines=lines,
+            detail=result.detail,
+        )

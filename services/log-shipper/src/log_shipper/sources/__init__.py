@@ -1,0 +1,1 @@
+"""Where lines come from: stdin, tailed files, and `POST /ingest`."""
