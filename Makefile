@@ -9,9 +9,10 @@ help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: install
-install: ## Install uv (if missing), Python 3.11 deps (uv.lock) and Debian's prometheus
+install: ## Install uv (if missing), Python 3.11 deps (uv.lock), Debian's prometheus and docker-compose
 	@$(UV) sync --frozen --python 3.11
 	@scripts/ensure-prometheus.sh
+	@scripts/ensure-tools.sh
 
 .PHONY: run
 run: install ## Start the stack on localhost (gateway on :8000)
@@ -31,3 +32,15 @@ lint: install ## ruff check + format check, mypy --strict on every src/
 fmt: install ## Apply ruff fixes and formatting
 	@$(UV) run --frozen ruff check --fix .
 	@$(UV) run --frozen ruff format .
+
+.PHONY: dashboards
+dashboards: install ## Regenerate deploy/grafana/dashboards/*.json from the query catalog
+	@$(UV) run --frozen python -m telemetry.dashboards deploy/grafana/dashboards
+
+.PHONY: deploy-check
+deploy-check: install ## Validate deploy/: promtool config + rule tests, compose config, dashboards current
+	@promtool check config deploy/prometheus/prometheus.yml
+	@promtool check config deploy/prometheus/railway/prometheus.yml
+	@promtool test rules deploy/prometheus/tests/*.yml
+	@docker-compose --env-file .env.example -f docker-compose.yml config -q
+	@$(UV) run --frozen python -m telemetry.dashboards deploy/grafana/dashboards --check

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages providing any missing command: `ensure-tools.sh COMMAND=PACKAGE ...`.
+# With no argument: what the tests need besides Prometheus, i.e. docker-compose (its `config -q` validates
+# docker-compose.yml offline; no Docker engine needed).
+set -euo pipefail
+[ "$#" -gt 0 ] || set -- docker-compose=docker-compose
+missing=()
+for pair in "$@"; do
+  command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+done
+[ "${#missing[@]}" -gt 0 ] || exit 0
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "error: ${missing[*]} missing and we are not root; run: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+echo "installing Debian's ${missing[*]}" >&2
+$SUDO apt-get update -qq >&2
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

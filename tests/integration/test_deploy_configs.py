@@ -1,0 +1,362 @@
+"""The deploy stack's files: validated by the real tools where they exist, and against each other."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from loguru import logger
+
+from telemetry.dashboards import DATASOURCE_UIDS, render_dashboard, stale_files
+from telemetry.queries import DASHBOARDS
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+RAILWAY_PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "railway" / "prometheus.yml"
+DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "datasources.yml"
+DASHBOARD_PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "dashboards.yml"
+SERVICES = {"gateway": 8000, "admin": 8001, "log-shipper": 8002}
+MODULES = {"gateway": "gateway", "admin": "admin", "log-shipper": "log_shipper"}
+
+pytestmark = pytest.mark.integration
+
+
+def mounts(service: dict) -> dict[str, tuple[str, bool]]:
+    """Target → (source, read-only) of a service's volumes, in docker-compose 1.29's `source:target[:ro]`."""
+    found = {}
+    for volume in service["volumes"]:
+        source, target, *mode = volume.split(":")
+        found[target] = (source, mode == ["ro"])
+    return found
+
+
+def load(path: Path):
+    return yaml.safe_load(path.read_text())
+
+
+def run(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env)
+
+
+def compose_config(env_file: str = ".env.example") -> subprocess.CompletedProcess[str]:
+    # Only PATH: a developer's own ADMIN_API_KEY or .env must not make this pass or fail.
+    return run(
+        "docker-compose",
+        "--env-file",
+        env_file,
+        "-f",
+        "docker-compose.yml",
+        "config",
+        env={"PATH": os.environ["PATH"]},
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    result = compose_config()
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def datasources() -> dict[str, dict]:
+    return {source["uid"]: source for source in load(DATASOURCES)["datasources"]}
+
+
+class TestPrometheus:
+    def test_promtool_accepts_both_configs(self):
+        """`promtool check config` passes for the compose and the Railway configuration, rules included."""
+        for config in (PROMETHEUS_CONFIG, RAILWAY_PROMETHEUS_CONFIG):
+            result = run("promtool", "check", "config", str(config))
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "SUCCESS: 6 rules found" in result.stdout
+
+    def test_alert_rule_unit_tests_pass(self):
+        """`promtool test rules` passes every alert scenario."""
+        tests = sorted(str(path) for path in (DEPLOY / "prometheus" / "tests").glob("*.yml"))
+        assert tests
+        result = run("promtool", "test", "rules", *tests)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_every_required_alert_exists(self):
+        """5xx ratio, provider down, inference p95, shipper drops and spool growth, and target down."""
+        (group,) = load(DEPLOY / "prometheus" / "alerts.yml")["groups"]
+        rules = {rule["alert"]: rule["expr"] for rule in group["rules"]}
+        assert 'status_code=~"5.."' in rules["GatewayHighErrorRatio"]
+        assert "provider_availability == 0" in rules["ProviderUnavailable"]
+        assert "histogram_quantile(0.95" in rules["InferenceLatencyP95High"]
+        assert "log_shipper_dropped_lines_total" in rules["LogShipperDroppingLines"]
+        assert "log_shipper_spool_bytes" in rules["LogShipperSpoolGrowing"]
+        assert rules["TargetDown"] == "up == 0"
+
+    def test_scrapes_each_service_by_compose_name_every_15s(self, compose):
+        """One job per service, named after it, scraping `<service>:<port>` every 15 s."""
+        config = load(PROMETHEUS_CONFIG)
+        assert config["global"]["scrape_interval"] == "15s"
+        assert config["storage"]["exemplars"]["max_exemplars"] > 0
+        jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+        assert jobs == {name: [f"{name}:{port}"] for name, port in SERVICES.items()}
+        assert set(jobs) <= set(compose["services"])
+        command = compose["services"]["prometheus"]["command"]
+        assert "--enable-feature=exemplar-storage" in command
+        assert "--web.enable-remote-write-receiver" in command
+
+    def test_railway_finds_every_replica_by_dns(self):
+        """On Railway each job resolves `<service>.railway.internal` A records on the service's port."""
+        config = load(RAILWAY_PROMETHEUS_CONFIG)
+        assert config["global"]["scrape_interval"] == "15s"
+        for job in config["scrape_configs"]:
+            (sd,) = job["dns_sd_configs"]
+            assert sd["names"] == [f"{job['job_name']}.railway.internal"]
+            assert sd["type"] == "A"
+            assert sd["port"] == SERVICES[job["job_name"]]
+        assert {job["job_name"] for job in config["scrape_configs"]} == set(SERVICES)
+
+
+class TestCompose:
+    def test_docker_compose_accepts_the_file(self):
+        """Debian's `docker-compose config -q` accepts docker-compose.yml with the example .env."""
+        result = run(
+            "docker-compose", "--env-file", ".env.example", "-f", "docker-compose.yml", "config", "-q"
+        )
+        assert result.returncode == 0, result.stderr
+
+    def test_secrets_are_required_not_defaulted(self, tmp_path):
+        """Without .env the stack refuses to start and names the missing secret: no default password."""
+        empty = tmp_path / "empty.env"
+        empty.write_text("")
+        result = compose_config(str(empty))
+        assert result.returncode != 0
+        assert "GRAFANA_ADMIN_PASSWORD" in result.stderr or "ADMIN_API_KEY" in result.stderr
+
+    def test_ports(self, compose):
+        """The published ports are those SPEC §1 lists."""
+        expected = {
+            "prometheus": {9090},
+            "grafana": {3000},
+            "loki": {3100},
+            "tempo": {3200, 4317, 4318},
+            **{name: {port} for name, port in SERVICES.items()},
+        }
+        for name, ports in expected.items():
+            published = {int(port["published"]) for port in compose["services"][name]["ports"]}
+            assert published == ports, name
+
+    def test_every_image_is_pinned_to_a_release(self, compose):
+        """No `latest` and no untagged image; Loki and Tempo at exactly the versions configured for."""
+        images = {name: service["image"] for name, service in compose["services"].items()}
+        for name, image in images.items():
+            _, _, tag = image.rpartition(":")
+            assert tag, name
+            assert tag != "latest", name
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), image
+        assert images["loki"] == "grafana/loki:3.7.6"
+        assert images["tempo"] == "grafana/tempo:3.0.3"
+
+    def test_healthchecks_and_conditional_dependencies(self, compose):
+        """Every container has a healthcheck; every dependency waits on a condition."""
+        for name, service in compose["services"].items():
+            assert service["healthcheck"]["test"], name
+            for dependency, rule in service.get("depends_on", {}).items():
+                assert rule["condition"] in {"service_healthy", "service_started"}, (name, dependency)
+                assert dependency in compose["services"]
+        assert compose["services"]["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+    def test_named_volumes_hold_the_state(self, compose):
+        """Databases, spool and Grafana state live in named volumes."""
+        assert set(compose["volumes"]) >= {
+            "prometheus-data",
+            "loki-data",
+            "tempo-data",
+            "grafana-data",
+            "shipper-spool",
+            "gateway-data",
+        }
+
+    def test_services_stdout_reaches_the_shipper_unchanged(self, compose):
+        """Services log to json-file, tailed read-only by the shipper; the backends log elsewhere."""
+        shipper = compose["services"]["log-shipper"]
+        assert shipper["environment"]["SHIPPER_FILES"] == "/var/lib/docker/containers/*/*-json.log"
+        assert shipper["environment"]["LOKI_PUSH_URL"] == "http://loki:3100/loki/api/v1/push"
+        assert mounts(shipper)["/var/lib/docker/containers"] == ("/var/lib/docker/containers", True)
+        for name in SERVICES:
+            assert compose["services"][name]["logging"]["driver"] == "json-file", name
+        for name in ("prometheus", "loki", "tempo", "grafana"):
+            assert compose["services"][name]["logging"]["driver"] == "local", name
+
+    def test_grafana_mounts_provisioning_and_dashboards(self, compose):
+        """Grafana reads the provisioning folder and the dashboards folder the provider points at."""
+        grafana = compose["services"]["grafana"]
+        found = mounts(grafana)
+        assert found["/etc/grafana/provisioning"] == (str(DEPLOY / "grafana" / "provisioning"), True)
+        (provider,) = load(DASHBOARD_PROVIDERS)["providers"]
+        assert found[provider["options"]["path"]] == (str(DEPLOY / "grafana" / "dashboards"), True)
+        assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "<choose a password>"
+
+
+class TestGrafana:
+    def test_datasource_uids_are_the_ones_dashboards_use(self, datasources):
+        """The provisioned uids are the dashboards' uids, and every panel's datasource exists."""
+        assert {uid: source["type"] for uid, source in datasources.items()} == {
+            uid: kind for kind, uid in DATASOURCE_UIDS.items()
+        }
+        for board in DASHBOARDS:
+            for panel in render_dashboard(board)["panels"]:
+                assert panel["datasource"]["uid"] in datasources, panel["title"]
+
+    def test_correlation_links_point_at_existing_datasources(self, datasources):
+        """Exemplars and Loki's derived field open Tempo; Tempo opens Loki, Prometheus and the service map."""
+        prometheus = datasources["prometheus"]["jsonData"]
+        assert prometheus["timeInterval"] == load(PROMETHEUS_CONFIG)["global"]["scrape_interval"]
+        assert prometheus["exemplarTraceIdDestinations"] == [{"name": "trace_id", "datasourceUid": "tempo"}]
+        (derived,) = datasources["loki"]["jsonData"]["derivedFields"]
+        assert derived["datasourceUid"] == "tempo"
+        tempo = datasources["tempo"]["jsonData"]
+        assert tempo["tracesToLogsV2"]["datasourceUid"] == "loki"
+        assert "$${__trace.traceId}" in tempo["tracesToLogsV2"]["query"]
+        assert tempo["tracesToMetrics"]["datasourceUid"] == "prometheus"
+        assert tempo["serviceMap"]["datasourceUid"] == "prometheus"
+        for source in datasources.values():
+            host = source["url"].split("//")[1].split(":")[0]
+            assert host in {"prometheus", "loki", "tempo"}
+
+    def test_dashboard_provider_loads_the_generated_folder(self):
+        """One file provider, reading the dashboards directory, no UI edits kept."""
+        (provider,) = load(DASHBOARD_PROVIDERS)["providers"]
+        assert provider["type"] == "file"
+        assert provider["allowUiUpdates"] is False
+
+    def test_committed_dashboards_are_what_the_catalog_generates(self):
+        """deploy/grafana/dashboards/*.json equals the generator's output (run `make dashboards` if not)."""
+        directory = DEPLOY / "grafana" / "dashboards"
+        assert stale_files(directory) == []
+        assert sorted(path.name for path in directory.glob("*.json")) == sorted(
+            f"{board.uid}.json" for board in DASHBOARDS
+        )
+        fastapi = json.loads((directory / "gatewayz-fastapi.json").read_text())
+        assert fastapi["title"] == "FastAPI Dashboard"
+        assert len(fastapi["panels"]) == 8
+
+
+class TestLokiDerivedField:
+    @pytest.fixture
+    def pattern(self, datasources) -> re.Pattern[str]:
+        (derived,) = datasources["loki"]["jsonData"]["derivedFields"]
+        return re.compile(derived["matcherRegex"])
+
+    @pytest.fixture
+    def real_line(self, gateway_telemetry, log_capture) -> str:
+        with gateway_telemetry.tracer.start_as_current_span("GET /api/users/{user_id}"):
+            logger.info("Request completed", endpoint="/api/users/{user_id}", status_code=200)
+        (line,) = [
+            text for text in log_capture.getvalue().decode().splitlines() if "Request completed" in text
+        ]
+        return line
+
+    def test_matches_the_trace_id_of_a_real_log_line(self, pattern, real_line):
+        """The regex captures exactly the 32-hex trace_id the JSON sink wrote."""
+        trace_id = json.loads(real_line)["trace_id"]
+        match = pattern.search(real_line)
+        assert match is not None
+        assert match.group(1) == trace_id
+
+    def test_ignores_an_all_zero_trace_id(self, pattern, real_line):
+        """An all-zero id (an invalid span context) never becomes a trace link."""
+        zeroed = real_line.replace(json.loads(real_line)["trace_id"], "0" * 32)
+        assert pattern.search(zeroed) is None
+
+    def test_ignores_span_ids_and_short_ids(self, pattern):
+        """Only the trace_id field with 32 hex digits matches, not span_id or a truncated id."""
+        assert pattern.search('{"span_id":"00f067aa0ba902b7"}') is None
+        assert pattern.search('{"trace_id":"4bf92f3577b34da6"}') is None
+        assert pattern.search('{"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}') is not None
+
+
+class TestBackends:
+    def test_loki_single_binary_config(self, compose):
+        """Loki 3.x: no auth, port 3100, TSDB schema v13 on the filesystem, retention with a delete store."""
+        config = load(DEPLOY / "loki" / "loki.yml")
+        assert config["auth_enabled"] is False
+        assert config["server"]["http_listen_port"] == 3100
+        assert config["common"]["replication_factor"] == 1
+        assert config["common"]["ring"]["kvstore"]["store"] == "inmemory"
+        assert "filesystem" in config["common"]["storage"]
+        (schema,) = config["schema_config"]["configs"]
+        assert (schema["store"], schema["schema"], schema["object_store"]) == ("tsdb", "v13", "filesystem")
+        # Loki 3 refuses retention without a delete-request store; these 2.x sections no longer exist.
+        assert config["compactor"]["retention_enabled"] is True
+        assert config["compactor"]["delete_request_store"] == "filesystem"
+        assert not {"table_manager", "chunk_store_config", "storage_config"} & set(config)
+        command = compose["services"]["loki"]["command"]
+        assert command == ["-config.file=/etc/loki/loki.yml"]
+
+    def test_tempo_3_monolithic_config(self, compose):
+        """Tempo 3: OTLP gRPC 4317 and HTTP 4318, API 3200, live-store and backend worker, no 2.x blocks."""
+        config = load(DEPLOY / "tempo" / "tempo.yml")
+        assert config["target"] == "all"
+        assert not {"ingester", "ingester_client", "compactor", "metrics_generator_client"} & set(config)
+        assert config["server"]["http_listen_port"] == 3200
+        protocols = config["distributor"]["receivers"]["otlp"]["protocols"]
+        assert protocols["grpc"]["endpoint"] == "0.0.0.0:4317"
+        assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
+        assert "live_store" in config
+        grpc = config["server"]["grpc_listen_port"]
+        assert config["backend_worker"]["backend_scheduler_addr"] == f"tempo:{grpc}"
+        assert config["querier"]["frontend_worker"]["frontend_address"] == f"tempo:{grpc}"
+        assert config["storage"]["trace"]["backend"] == "local"
+        (remote,) = config["metrics_generator"]["storage"]["remote_write"]
+        assert remote["url"] == "http://prometheus:9090/api/v1/write"
+        assert mounts(compose["services"]["tempo"])["/var/tempo"] == ("tempo-data", False)
+
+
+class TestImages:
+    @pytest.mark.parametrize("service", sorted(SERVICES))
+    def test_dockerfile_builds_only_its_package_as_non_root(self, service):
+        """Multi-stage uv build of gatewayz-<service> alone, run as a non-root user with `python -m`."""
+        text = (ROOT / "services" / service / "Dockerfile").read_text()
+        assert len(re.findall(r"^FROM ", text, re.MULTILINE)) == 2
+        assert f"uv sync --frozen --no-dev --package gatewayz-{service} --no-editable" in text
+        assert "USER app" in text
+        assert f'CMD ["python", "-m", "{MODULES[service]}"]' in text
+        assert f"EXPOSE {SERVICES[service]}" in text
+        assert "COPY services/" + service + "/ " in text
+        for other in set(SERVICES) - {service}:
+            assert f"COPY services/{other}/ " not in text
+
+    @pytest.mark.parametrize("service", sorted(SERVICES))
+    def test_railway_json_builds_the_dockerfile_and_checks_health(self, service):
+        """railway.json names this service's Dockerfile and a probe every service serves."""
+        config = json.loads((ROOT / "services" / service / "railway.json").read_text())
+        assert (ROOT / config["build"]["dockerfilePath"]).is_file()
+        assert config["build"]["dockerfilePath"] == f"services/{service}/Dockerfile"
+        assert config["deploy"]["healthcheckPath"] in {"/health", "/ready"}
+        assert config["deploy"]["startCommand"] == f"python -m {MODULES[service]}"
+
+    def test_dockerignore_keeps_secrets_and_caches_out(self):
+        """The build context excludes .env, .git and virtualenvs."""
+        ignored = (ROOT / ".dockerignore").read_text().split()
+        assert {".env", ".git", ".venv"} <= set(ignored)
+
+
+class TestReadme:
+    def test_deploy_and_railway_sections(self):
+        """README explains the compose stack and Railway: login, links, logs, private DNS and replicas."""
+        text = (ROOT / "README.md").read_text()
+        deploy = text.split("## Deploy", 1)[1].split("\n## ", 1)[0]
+        railway = text.split("## Railway", 1)[1].split("\n## ", 1)[0]
+        for needle in (
+            "docker compose up",
+            "GRAFANA_ADMIN_PASSWORD",
+            "exemplar",
+            "derived field",
+            "json-file",
+        ):
+            assert needle in deploy, needle
+        for needle in ("railway.internal", "dns_sd_configs", "/ingest", "replica"):
+            assert needle in railway, needle
