@@ -1,0 +1,159 @@
+"""`/api/instrumentation/*`: reachability of the stack, trace context, Loki/Tempo config, test signals."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import Provide
+from litestar.params import QueryParameter
+from opentelemetry import trace
+
+from admin.auth import ADMIN_GUARDS, ADMIN_SECURITY
+from admin.environment import EnvironmentVariable, environment_variables, redacted_settings
+from admin.probes import ProbeResult, overall
+from admin.state import Admin, provide_admin
+from admin.synthetic import TestLog, TestTrace
+from admin.upstream import public_url
+
+
+class InstrumentationHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Reachability of every part of the stack; `degraded` when any enabled part is down."""
+
+    status: Literal["ok", "degraded"]
+    checks: list[ProbeResult]
+    reasons: list[str]
+
+
+class TraceContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The ids of the span serving this request."""
+
+    trace_id: str | None
+    span_id: str | None
+    sampled: bool
+    traceparent: str | None
+    """This request's context in W3C form (what an outbound call would send)."""
+    propagated: bool
+    """The request arrived with a `traceparent` it continued."""
+
+
+class LokiStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Loki as configured here, and whether it is ready."""
+
+    enabled: bool
+    url: str
+    push_url: str
+    ready: ProbeResult
+
+
+class TempoStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Tempo as configured here (export and query sides), and whether it is ready."""
+
+    enabled: bool
+    url: str
+    otlp_http_endpoint: str
+    otlp_grpc_endpoint: str
+    protocol: str
+    sampler: str
+    sampler_arg: float
+    ready: ProbeResult
+
+
+class EffectiveConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting by variable name, secrets redacted."""
+
+    service: str
+    settings: dict[str, Any]
+
+
+class EnvironmentVariables(msgspec.Struct, frozen=True, kw_only=True):
+    """The allowlisted variables set in this process."""
+
+    variables: list[EnvironmentVariable]
+
+
+Verify = Annotated[
+    bool,
+    QueryParameter(name="verify", description="Poll the backend (bounded) and report whether it arrived."),
+]
+
+
+class InstrumentationController(Controller):
+    """Health and trace context are open; everything revealing config or creating data needs the admin key."""
+
+    path = "/api/instrumentation"
+    tags = ["instrumentation"]  # noqa: RUF012 - Litestar's own class attribute
+    dependencies = {"admin": Provide(provide_admin, sync_to_thread=False)}  # noqa: RUF012 - as above
+
+    @get("/health")
+    async def health(self, admin: Admin) -> InstrumentationHealth:
+        """Gateway, log shipper, Prometheus, Loki and Tempo probed concurrently (cached a few seconds)."""
+        checks = await admin.prober.check_all()
+        reasons = [f"{check.name}: {check.reason}" for check in checks if check.status == "down"]
+        return InstrumentationHealth(status=overall(checks), checks=checks, reasons=reasons)
+
+    @get("/trace-context", sync_to_thread=False)
+    def trace_context(self, request: Request[Any, Any, Any]) -> TraceContext:
+        """The current request's trace and span ids (send a `traceparent` to see it continued)."""
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return TraceContext(
+                trace_id=None, span_id=None, sampled=False, traceparent=None, propagated=False
+            )
+        trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
+        flags = format(int(context.trace_flags), "02x")
+        return TraceContext(
+            trace_id=trace_id,
+            span_id=span_id,
+            sampled=context.trace_flags.sampled,
+            traceparent=f"00-{trace_id}-{span_id}-{flags}",
+            propagated="traceparent" in request.headers,
+        )
+
+    @get("/loki/status", guards=ADMIN_GUARDS, security=ADMIN_SECURITY)
+    async def loki_status(self, admin: Admin) -> LokiStatus:
+        """Loki's URL, push URL, whether logs go there, and its readiness."""
+        settings = admin.settings
+        return LokiStatus(
+            enabled=settings.loki_enabled,
+            url=public_url(settings.loki_url),
+            push_url=public_url(settings.loki_push_url),
+            ready=await admin.prober.check("loki"),
+        )
+
+    @get("/tempo/status", guards=ADMIN_GUARDS, security=ADMIN_SECURITY)
+    async def tempo_status(self, admin: Admin) -> TempoStatus:
+        """Tempo's query URL, OTLP endpoints, protocol, sampler and readiness."""
+        settings = admin.settings
+        return TempoStatus(
+            enabled=settings.tempo_enabled,
+            url=public_url(settings.tempo_url),
+            otlp_http_endpoint=public_url(settings.tempo_otlp_http_endpoint),
+            otlp_grpc_endpoint=public_url(settings.tempo_otlp_grpc_endpoint),
+            protocol=settings.otel_exporter_otlp_protocol,
+            sampler=settings.otel_traces_sampler,
+            sampler_arg=settings.otel_traces_sampler_arg,
+            ready=await admin.prober.check("tempo"),
+        )
+
+    @get("/config", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, sync_to_thread=False)
+    def config(self, admin: Admin) -> EffectiveConfig:
+        """The complete effective configuration, secrets redacted."""
+        settings = redacted_settings(admin.settings)
+        return EffectiveConfig(service=admin.settings.service_name, settings=settings)
+
+    @post("/test-trace", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, status_code=200)
+    async def test_trace(self, admin: Admin, verify: Verify = False) -> TestTrace:  # noqa: FBT002 - a query parameter
+        """A trace of four spans crossing admin → gateway; `?verify=true` waits (bounded) for it in Tempo."""
+        return await admin.signals.test_trace(verify=verify)
+
+    @post("/test-log", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, status_code=200)
+    async def test_log(self, admin: Admin, verify: Verify = False) -> TestLog:  # noqa: FBT002 - a query parameter
+        """INFO, WARNING and ERROR lines with one trace id; `?verify=true` waits (bounded) for Loki."""
+        return await admin.signals.test_log(verify=verify)
+
+    @get("/environment-variables", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, sync_to_thread=False)
+    def environment(self) -> EnvironmentVariables:
+        """Allowlisted environment variables, every secret masked."""
+        return EnvironmentVariables(variables=environment_variables())

@@ -1,0 +1,101 @@
+"""The admin key guard: the auth matrix, the failed-attempt limit, and the key never echoed or logged."""
+
+from __future__ import annotations
+
+import pytest
+
+from admin.auth import GENERATE_KEY_HINT
+from support.admin_app import ADMIN_KEY, BEARER
+
+ADMIN_ENDPOINTS = [
+    ("GET", "/api/instrumentation/loki/status"),
+    ("GET", "/api/instrumentation/tempo/status"),
+    ("GET", "/api/instrumentation/config"),
+    ("POST", "/api/instrumentation/test-trace"),
+    ("POST", "/api/instrumentation/test-log"),
+    ("GET", "/api/instrumentation/environment-variables"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
+class TestAuthMatrix:
+    def test_no_key_is_401(self, admin, method, path):
+        """Without an Authorization header an admin endpoint answers 401 in the error shape."""
+        response = admin.request(method, path)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+    def test_wrong_key_is_401(self, admin, method, path):
+        """A wrong Bearer key answers 401."""
+        response = admin.request(method, path, headers={"Authorization": "Bearer not-the-key"})
+        assert response.status_code == 401
+        assert response.json()["error"]["message"] == "invalid admin key"
+
+    def test_right_key_is_200(self, admin, method, path):
+        """The configured key opens the endpoint."""
+        assert admin.request(method, path, headers=BEARER).status_code == 200
+
+    def test_no_key_configured_is_503_never_open(self, make_admin, method, path):
+        """With ADMIN_API_KEY unset the endpoint refuses every caller and says how to set a key."""
+        client = make_admin(admin_api_key=None)
+        for headers in ({}, BEARER, {"Authorization": "Bearer "}):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 503
+            assert response.json()["error"]["message"] == GENERATE_KEY_HINT
+            assert "ADMIN_API_KEY" in GENERATE_KEY_HINT
+
+
+class TestBearerParsing:
+    def test_scheme_is_case_insensitive(self, admin):
+        """`bearer <key>` is accepted like `Bearer <key>`."""
+        response = admin.get("/api/instrumentation/config", headers={"Authorization": f"bearer {ADMIN_KEY}"})
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize(
+        "header", [ADMIN_KEY, f"Basic {ADMIN_KEY}", f"Bearer {ADMIN_KEY}x", f"Bearer {ADMIN_KEY[:-1]}"]
+    )
+    def test_near_misses_are_401(self, admin, header):
+        """The bare key, another scheme, or a key one character off are all refused."""
+        assert admin.get("/api/instrumentation/config", headers={"Authorization": header}).status_code == 401
+
+    def test_public_endpoints_need_no_key(self, admin):
+        """Endpoints SPEC §6 leaves open answer without a key."""
+        for path in (
+            "/api/metrics/status",
+            "/api/instrumentation/trace-context",
+            "/api/metrics/grafana-queries",
+        ):
+            assert admin.get(path).status_code == 200
+
+
+class TestFailedAttemptLimit:
+    def test_eleventh_failure_in_a_minute_is_429_with_retry_after(self, admin):
+        """Ten wrong keys get 401; the next attempt, even with the right key, gets 429 and Retry-After."""
+        wrong = {"Authorization": "Bearer wrong"}
+        for _ in range(10):
+            assert admin.get("/api/instrumentation/config", headers=wrong).status_code == 401
+        response = admin.get("/api/instrumentation/config", headers=BEARER)
+        assert response.status_code == 429
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert response.json()["error"]["type"] == "rate_limit_error"
+
+    def test_successes_do_not_count(self, admin):
+        """Many successful calls never trigger the limit."""
+        for _ in range(15):
+            assert admin.get("/api/instrumentation/config", headers=BEARER).status_code == 200
+
+
+class TestKeyNeverLeaks:
+    def test_key_not_in_responses_or_logs(self, admin, log_capture):
+        """Neither the right key nor a wrong one presented appears in any response or log line."""
+        bodies = [admin.get("/api/instrumentation/config", headers=BEARER).text]
+        bodies.append(
+            admin.get("/api/instrumentation/config", headers={"Authorization": "Bearer guess-1234"}).text
+        )
+        bodies.append(admin.get("/api/instrumentation/environment-variables", headers=BEARER).text)
+        logged = log_capture.getvalue().decode()
+        assert "Admin authentication failed" in logged
+        for text in [*bodies, logged]:
+            assert ADMIN_KEY not in text
+            assert "guess-1234" not in text
