@@ -2,26 +2,114 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from loguru import logger
 
+from gateway.cache import COMPLETIONS_CACHE, CompletionCache
+from gateway.inference import InferenceService
+from gateway.inference_metrics import InferenceMetrics
+from gateway.providers.base import Provider
+from gateway.providers.catalog import Catalog, CatalogError, load_catalog
+from gateway.providers.health import ProviderHealth
+from gateway.providers.local import LocalProvider
+from gateway.providers.openai import OpenAIProvider, create_http_client
+from gateway.providers.router import Router
+from gateway.routes.chat import chat_completions
+from gateway.routes.models import list_models
 from gateway.routes.probes import ready
 from gateway.routes.users import get_user
+from gateway.services import GatewayServices
 from gateway.settings import GatewaySettings
+from gateway.store import DEMO_USER_ID, UserStore, write_demo_key
 from telemetry import Telemetry, health, instrument, load_settings_or_exit, metrics_endpoint
 from telemetry.errors import EXCEPTION_HANDLERS
+
+
+def _load_catalog_or_exit(settings: GatewaySettings) -> Catalog:
+    try:
+        return load_catalog(settings.gateway_providers_file)
+    except CatalogError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
 
 
 def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | None = None) -> Litestar:
     """The gateway app; settings from the environment unless given (tests pass them)."""
     settings = settings if settings is not None else load_settings_or_exit(GatewaySettings)
+    catalog = _load_catalog_or_exit(settings)
     telemetry = telemetry if telemetry is not None else Telemetry.create(settings)
+    health_by_provider = {
+        provider.name: ProviderHealth(settings.gateway_provider_window_seconds)
+        for provider in catalog.providers
+    }
+    metrics = InferenceMetrics(telemetry.registry, catalog, health_by_provider)
+    cache = CompletionCache(
+        settings.gateway_cache_max_bytes, settings.gateway_cache_ttl_seconds, metrics.cache(COMPLETIONS_CACHE)
+    )
+
+    @asynccontextmanager
+    async def gateway_lifespan(app: Litestar) -> AsyncIterator[None]:
+        """Open the user store and the pooled HTTP client; build providers, router and inference."""
+        store = _open_store(settings)
+        client = create_http_client()
+        providers: dict[str, Provider] = {
+            provider.name: LocalProvider(provider.name)
+            if provider.kind == "local"
+            else OpenAIProvider(provider, client)
+            for provider in catalog.providers
+        }
+        router = Router(providers, health_by_provider, metrics, telemetry.tracer)
+        inference = InferenceService(
+            catalog=catalog, router=router, store=store, cache=cache, metrics=metrics
+        )
+        app.state.services = GatewayServices(
+            settings=settings, catalog=catalog, store=store, inference=inference
+        )
+        logger.info(
+            "Gateway ready",
+            providers=[provider.name for provider in catalog.providers],
+            models=sorted(catalog.routes),
+        )
+        try:
+            yield
+        finally:
+            await client.aclose()
+            store.close()
+
     app = Litestar(
-        route_handlers=[health, ready, metrics_endpoint(telemetry.registry), get_user],
-        lifespan=[telemetry.lifespan],
+        route_handlers=[
+            health,
+            ready,
+            metrics_endpoint(telemetry.registry),
+            chat_completions,
+            list_models,
+            get_user,
+        ],
+        lifespan=[telemetry.lifespan, gateway_lifespan],
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Gatewayz API", version=settings.service_version),
     )
     app.state.telemetry = telemetry
     return instrument(app, telemetry)
+
+
+def _open_store(settings: GatewaySettings) -> UserStore:
+    """The user store, with demo user 1; a generated demo key is written beside the DB, never logged."""
+    store = UserStore.open(settings.gateway_db_path)
+    key = store.ensure_demo_user(settings.gateway_demo_credits, settings.gateway_bootstrap_api_key)
+    if key is not None:
+        path = write_demo_key(settings.gateway_db_path, key)
+        logger.info(
+            "Demo API key created for user 1; read it from the file (shown once)",
+            file=str(path),
+            user_id=DEMO_USER_ID,
+        )
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\n  Demo API key for user {DEMO_USER_ID}: {key}\n  (saved to {path})\n\n")
+    return store

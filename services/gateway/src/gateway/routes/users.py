@@ -1,19 +1,37 @@
-"""`GET /api/users/{user_id}`: a user's public profile."""
+"""`GET /api/users/{user_id}`: a public profile; balance and usage for the user's own key or the admin key."""
 
 from __future__ import annotations
 
-from litestar import get
+from dataclasses import asdict
+from typing import Any
+
+from litestar import Request, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
-# The demo user store; the SQLite-backed one replaces it with the inference issue.
-_USERS = {1: {"id": 1, "username": "demo", "created_at": "2025-01-01T00:00:00Z"}}
+from gateway.auth import bearer_key, is_admin, unauthorized
+from gateway.services import services
 
 
 @get("/api/users/{user_id:int}", sync_to_thread=False, tags=["users"])
-def get_user(user_id: FromPath[int]) -> dict[str, object]:
-    """A user's public profile; 404 when there is none."""
-    user = _USERS.get(user_id)
+def get_user(request: Request[Any, Any, Any], user_id: FromPath[int]) -> dict[str, Any]:
+    """Anyone sees the profile; the user's own key or the admin key also sees credits; a bad key is 401."""
+    gateway = services(request)
+    key = bearer_key(request)
+    privileged = False
+    if key is not None:
+        if is_admin(key, gateway.settings.admin_api_key):
+            privileged = True
+        else:
+            owner = gateway.store.authenticate(key) if key else None
+            if owner is None:
+                raise unauthorized("invalid API key")
+            privileged = owner == user_id
+    user = gateway.store.user(user_id)
     if user is None:
         raise NotFoundException(f"user {user_id} not found")
-    return user
+    profile: dict[str, Any] = asdict(user)
+    if privileged:
+        profile["credits"] = gateway.store.balance(user_id)
+        profile["usage"] = [asdict(usage) for usage in gateway.store.usage(user_id)]
+    return profile

@@ -1,0 +1,299 @@
+"""One chat completion end to end: model lookup, cache, credit reservation, routing, settlement, signals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TypeVar
+
+import anyio
+from loguru import logger
+
+from gateway.cache import CompletionCache, cache_key, is_cacheable
+from gateway.inference_metrics import InferenceMetrics
+from gateway.providers.base import CallStatus, CompletionStream, ProviderError
+from gateway.providers.catalog import Catalog, ModelConfig, Route
+from gateway.providers.router import Call, Router
+from gateway.schema import ENCODER, ChatCompletionRequest
+from gateway.store import UserStore, to_credits
+from gateway.tokens import count_prompt_tokens
+from telemetry.errors import ApiError, error_body
+
+_MODEL_ECHO_LIMIT = 64
+T = TypeVar("T")
+
+
+def cost_micros(model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> int:
+    """The cost of a call, tokens times price, in whole micro-credits."""
+    return round(
+        (prompt_tokens * model.prompt_price + completion_tokens * model.completion_price) * 1_000_000
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResult:
+    """A non-streaming answer: its body and whether the cache served it."""
+
+    body: bytes
+    cache_hit: bool
+
+
+class InferenceService:
+    """What `POST /v1/chat/completions` does once the caller is authenticated and the body decoded."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        router: Router,
+        store: UserStore,
+        cache: CompletionCache,
+        metrics: InferenceMetrics,
+    ) -> None:
+        self._catalog = catalog
+        self._router = router
+        self._store = store
+        self._cache = cache
+        self._metrics = metrics
+
+    def _routes(self, request: ChatCompletionRequest) -> tuple[Route, ...]:
+        routes = self._catalog.routes_for(request.model)
+        if not routes:
+            shown = request.model[:_MODEL_ECHO_LIMIT]
+            raise ApiError(
+                404, f"model {shown!r} not found; GET /v1/models lists them", code="model_not_found"
+            )
+        return routes
+
+    def _reserve(self, user_id: int, request: ChatCompletionRequest, routes: tuple[Route, ...]) -> int:
+        """Hold the worst case across the routes: the prompt plus the full output limit."""
+        prompt_tokens = count_prompt_tokens(request.messages)
+        micros = max(
+            cost_micros(route.model, prompt_tokens, request.output_limit or route.model.max_output_tokens)
+            for route in routes
+        )
+        if not self._store.reserve(user_id, micros):
+            raise ApiError(
+                402,
+                f"insufficient credits: this request may cost up to {to_credits(micros)} credits, "
+                f"the balance is {self._store.balance(user_id)}",
+                code="insufficient_credits",
+            )
+        return micros
+
+    async def complete(
+        self, user_id: int, request: ChatCompletionRequest, *, cache_opt_in: bool
+    ) -> CompletionResult:
+        """A non-streaming completion, from the cache when allowed and present."""
+        started = perf_counter()
+        routes = self._routes(request)
+        key = None
+        if self._cache.max_bytes and is_cacheable(request, opted_in=cache_opt_in):
+            key = cache_key(request)
+            if (cached := self._cache.get(key)) is not None:
+                _log_inference(
+                    user_id,
+                    cached.provider,
+                    cached.model,
+                    "success",
+                    cached.prompt_tokens,
+                    cached.completion_tokens,
+                    0.0,
+                    started,
+                    cache_hit=True,
+                )
+                return CompletionResult(cached.body, cache_hit=True)
+        reserved = self._reserve(user_id, request, routes)
+        call, completion = await self._routed(
+            user_id, request, reserved, started, lambda: self._router.complete(request, routes)
+        )
+        charged_credits = self._charge(
+            user_id, call, reserved, completion.prompt_tokens, completion.completion_tokens
+        )
+        provider, model = call.route.provider.name, call.route.model.id
+        if key is not None:
+            self._cache.put(
+                key,
+                completion.body,
+                provider=provider,
+                model=model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+            )
+        _log_inference(
+            user_id,
+            provider,
+            model,
+            "success",
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            charged_credits,
+            started,
+            attempts=call.attempts,
+        )
+        return CompletionResult(completion.body, cache_hit=False)
+
+    async def stream(self, user_id: int, request: ChatCompletionRequest) -> AsyncIterator[bytes]:
+        """Open a stream (failing over until its first event) and return its SSE events, `[DONE]` last."""
+        started = perf_counter()
+        routes = self._routes(request)
+        reserved = self._reserve(user_id, request, routes)
+        call, stream = await self._routed(
+            user_id,
+            request,
+            reserved,
+            started,
+            lambda: self._router.open_stream(request, routes),
+            stream=True,
+        )
+        return self._relay(user_id, call, stream, reserved, started)
+
+    async def _routed(
+        self,
+        user_id: int,
+        request: ChatCompletionRequest,
+        reserved: int,
+        started: float,
+        route: Callable[[], Awaitable[T]],
+        *,
+        stream: bool = False,
+    ) -> T:
+        """Run the routing; when it fails give the reservation back, log, and answer in the OpenAI shape."""
+        try:
+            return await route()
+        except ProviderError as exc:
+            self._store.release(user_id, reserved)
+            _log_inference(
+                user_id,
+                exc.provider,
+                request.model,
+                exc.status,
+                0,
+                0,
+                0.0,
+                started,
+                error=exc.message,
+                stream=stream,
+            )
+            raise ApiError(exc.http_status, exc.message, type_=exc.error_type, code=exc.status) from exc
+        except BaseException:
+            self._store.release(user_id, reserved)
+            raise
+
+    async def _relay(
+        self, user_id: int, call: Call, stream: CompletionStream, reserved: int, started: float
+    ) -> AsyncIterator[bytes]:
+        """Pass events on; once the stream ends (or breaks, or the client leaves) settle and record it."""
+        status: CallStatus = "success"
+        error: ProviderError | None = None
+        try:
+            async for event in stream.events():
+                yield event
+        except ProviderError as exc:
+            # Streaming has begun: no retry. The client gets an error event instead of `[DONE]`.
+            status, error = exc.status, exc
+            yield (
+                b"data: "
+                + ENCODER.encode(
+                    error_body(exc.http_status, exc.message, type_=exc.error_type, code=exc.status)
+                )
+                + b"\n\n"
+            )
+        except BaseException:
+            status = "cancelled"
+            raise
+        else:
+            yield b"data: [DONE]\n\n"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            self._router.finish(
+                call,
+                status,
+                prompt_tokens=stream.prompt_tokens,
+                completion_tokens=stream.completion_tokens,
+                response_model=stream.response_model,
+                error=error,
+            )
+            charged_credits = self._charge(
+                user_id, call, reserved, stream.prompt_tokens, stream.completion_tokens
+            )
+            _log_inference(
+                user_id,
+                call.route.provider.name,
+                call.route.model.id,
+                status,
+                stream.prompt_tokens,
+                stream.completion_tokens,
+                charged_credits,
+                started,
+                attempts=call.attempts,
+                stream=True,
+                error=error.message if error else None,
+            )
+
+    def _charge(
+        self, user_id: int, call: Call, reserved: int, prompt_tokens: int, completion_tokens: int
+    ) -> float:
+        """Settle the reservation at the actual cost and count tokens and credits; the credits charged."""
+        model = call.route.model
+        charged = self._store.settle(
+            user_id,
+            model.id,
+            reserved=reserved,
+            cost=cost_micros(model, prompt_tokens, completion_tokens),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        charged_credits = to_credits(charged)
+        self._metrics.record_usage(
+            call.route.provider.name,
+            model.id,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            charged_credits=charged_credits,
+            exemplar=call.exemplar,
+        )
+        return charged_credits
+
+
+def _log_inference(
+    user_id: int,
+    provider: str,
+    model: str,
+    status: CallStatus,
+    prompt_tokens: int,
+    completion_tokens: int,
+    charged_credits: float,
+    started: float,
+    *,
+    cache_hit: bool = False,
+    attempts: int = 1,
+    stream: bool = False,
+    error: str | None = None,
+) -> None:
+    """The one JSON line per inference."""
+    level = (
+        "INFO"
+        if status in {"success", "cancelled"}
+        else "WARNING"
+        if status in {"client_error", "rate_limited"}
+        else "ERROR"
+    )
+    fields: dict[str, object] = {
+        "provider": provider,
+        "model": model[:_MODEL_ECHO_LIMIT],
+        "status": status,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "credits": charged_credits,
+        "cache_hit": cache_hit,
+        "stream": stream,
+        "attempts": attempts,
+        "user_id": user_id,
+        "duration_ms": round((perf_counter() - started) * 1000, 3),
+    }
+    if error is not None:
+        fields["error"] = error
+    logger.log(level, "Inference completed" if status == "success" else "Inference failed", **fields)

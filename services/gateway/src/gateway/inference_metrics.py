@@ -1,0 +1,168 @@
+"""The gateway's inference families (SPEC §3): requests, duration, tokens, credits, provider health, cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.providers.base import CallStatus
+from gateway.providers.catalog import Catalog
+from gateway.providers.health import ProviderHealth
+
+OTHER: Final = "other"
+"""Label value for any provider or model the catalog does not name."""
+
+STATUSES: tuple[CallStatus, ...] = (
+    "success",
+    "error",
+    "timeout",
+    "rate_limited",
+    "client_error",
+    "cancelled",
+)
+# LLM calls take from tens of milliseconds to minutes.
+INFERENCE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0)
+
+Exemplar = dict[str, str] | None
+
+
+def exemplar_for(span: trace.Span) -> Exemplar:
+    """`{"trace_id": ...}` for a sampled span, None otherwise (unsampled traces cannot be opened)."""
+    context = span.get_span_context()
+    return {"trace_id": format(context.trace_id, "032x")} if context.trace_flags.sampled else None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMetrics:
+    """One cache's hit, miss and size children."""
+
+    hits: Counter
+    misses: Counter
+    size_bytes: Gauge
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelInstruments:
+    """Children pre-bound for one (provider, model)."""
+
+    requests: dict[str, Counter]
+    duration: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter
+    credits: Counter
+
+
+class InferenceMetrics:
+    """Every inference family on `registry`, label values bounded to the catalog."""
+
+    def __init__(
+        self, registry: CollectorRegistry, catalog: Catalog, health: Mapping[str, ProviderHealth]
+    ) -> None:
+        self.requests = Counter(
+            "model_inference_requests",
+            "Provider calls by provider, model and outcome.",
+            ["provider", "model", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "model_inference_duration_seconds",
+            "Provider call duration in seconds (a stream: until its last event).",
+            ["provider", "model"],
+            buckets=INFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "tokens_used",
+            "Tokens processed by providers, by token type (prompt or completion).",
+            ["provider", "model", "token_type"],
+            registry=registry,
+        )
+        self.credits = Counter(
+            "credits_used", "Credits charged to users.", ["provider", "model"], registry=registry
+        )
+        availability = Gauge(
+            "provider_availability",
+            "1 if the provider answered in the rolling window (or was not called), 0 if every call failed.",
+            ["provider"],
+            registry=registry,
+        )
+        error_rate = Gauge(
+            "provider_error_rate",
+            "Failed share of provider calls over the rolling window.",
+            ["provider"],
+            registry=registry,
+        )
+        response_time = Gauge(
+            "provider_response_time_seconds",
+            "Mean provider call duration over the rolling window.",
+            ["provider"],
+            registry=registry,
+        )
+        # Health is computed when scraped, so the window keeps rolling while no call arrives.
+        for name, provider_health in health.items():
+            availability.labels(name).set_function(provider_health.availability)
+            error_rate.labels(name).set_function(provider_health.error_rate)
+            response_time.labels(name).set_function(provider_health.response_time)
+        self._cache_hits = Counter(
+            "cache_hits", "Cache lookups served from the cache.", ["cache_name"], registry=registry
+        )
+        self._cache_misses = Counter(
+            "cache_misses", "Cache lookups that missed.", ["cache_name"], registry=registry
+        )
+        self._cache_size = Gauge(
+            "cache_size_bytes", "Bytes held by the cache.", ["cache_name"], registry=registry
+        )
+        self._instruments: dict[tuple[str, str], _ModelInstruments] = {}
+        for provider in catalog.providers:
+            for model in provider.models:
+                self._instruments[provider.name, model.id] = self._bind(provider.name, model.id)
+        self._other = self._bind(OTHER, OTHER)
+
+    def _bind(self, provider: str, model: str) -> _ModelInstruments:
+        return _ModelInstruments(
+            requests={status: self.requests.labels(provider, model, status) for status in STATUSES},
+            duration=self.duration.labels(provider, model),
+            prompt_tokens=self.tokens.labels(provider, model, "prompt"),
+            completion_tokens=self.tokens.labels(provider, model, "completion"),
+            credits=self.credits.labels(provider, model),
+        )
+
+    def _for(self, provider: str, model: str) -> _ModelInstruments:
+        return self._instruments.get((provider, model), self._other)
+
+    def cache(self, name: str) -> CacheMetrics:
+        """The children for the cache called `name`."""
+        size = self._cache_size.labels(name)
+        size.set(0)
+        return CacheMetrics(self._cache_hits.labels(name), self._cache_misses.labels(name), size)
+
+    def record_call(
+        self, provider: str, model: str, status: CallStatus, seconds: float, exemplar: Exemplar = None
+    ) -> None:
+        """Count one provider call and observe its duration."""
+        instruments = self._for(provider, model)
+        instruments.requests[status].inc(1, exemplar)
+        instruments.duration.observe(seconds, exemplar)
+
+    def record_usage(
+        self,
+        provider: str,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        charged_credits: float,
+        exemplar: Exemplar = None,
+    ) -> None:
+        """Count the tokens a call used and the credits charged for it."""
+        instruments = self._for(provider, model)
+        if prompt_tokens:
+            instruments.prompt_tokens.inc(prompt_tokens, exemplar)
+        if completion_tokens:
+            instruments.completion_tokens.inc(completion_tokens, exemplar)
+        if charged_credits:
+            instruments.credits.inc(charged_credits, exemplar)

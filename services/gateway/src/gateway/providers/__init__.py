@@ -1,0 +1,1 @@
+"""Providers: the catalog, the `local` and `openai` kinds, health windows and the router with fallback."""

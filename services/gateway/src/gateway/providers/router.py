@@ -1,0 +1,184 @@
+"""Routing with fallback: try the providers serving a model, available ones first, until one answers.
+
+Each attempt is a child span with GenAI attributes and one `model_inference_*` observation; connection
+errors, 5xx, timeouts and malformed answers fall back to the next provider. A stream is only handed back
+once its first event has arrived, and from then on it is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any, TypeVar
+
+from loguru import logger
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from gateway.inference_metrics import Exemplar, InferenceMetrics, exemplar_for
+from gateway.providers.base import (
+    CallStatus,
+    Completion,
+    CompletionStream,
+    Provider,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from gateway.providers.catalog import ModelConfig, Route
+from gateway.providers.health import ProviderHealth
+from gateway.schema import ChatCompletionRequest
+
+T = TypeVar("T")
+# Outcomes that say nothing bad about the provider's health.
+_HEALTHY = frozenset({"success", "client_error", "cancelled"})
+
+
+@dataclass(slots=True)
+class Call:
+    """One provider attempt in flight: its route, span and start time."""
+
+    route: Route
+    span: trace.Span
+    started: float
+    attempts: int
+    """How many providers were tried for this request, this one included."""
+
+    @property
+    def exemplar(self) -> Exemplar:
+        """The trace exemplar for the series this call touches."""
+        return exemplar_for(self.span)
+
+
+class Router:
+    """Picks providers for a model and records every attempt."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        health: Mapping[str, ProviderHealth],
+        metrics: InferenceMetrics,
+        tracer: trace.Tracer,
+    ) -> None:
+        self._providers = providers
+        self._health = health
+        self._metrics = metrics
+        self._tracer = tracer
+
+    def order(self, routes: Sequence[Route]) -> list[Route]:
+        """Available providers first, catalog order otherwise (unavailable ones are still tried last)."""
+        return sorted(routes, key=lambda route: not self._health[route.provider.name].available)
+
+    async def complete(
+        self, request: ChatCompletionRequest, routes: Sequence[Route]
+    ) -> tuple[Call, Completion]:
+        """The first provider's completion; the last `ProviderError` when none answers."""
+        call, completion = await self._first(
+            request, routes, lambda provider, model: provider.complete(request, model)
+        )
+        self.finish(
+            call,
+            "success",
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            response_model=completion.response_model,
+        )
+        return call, completion
+
+    async def open_stream(
+        self, request: ChatCompletionRequest, routes: Sequence[Route]
+    ) -> tuple[Call, CompletionStream]:
+        """The first provider stream whose first event arrived; the caller ends the call with `finish`."""
+        return await self._first(
+            request, routes, lambda provider, model: provider.open_stream(request, model)
+        )
+
+    async def _first(
+        self,
+        request: ChatCompletionRequest,
+        routes: Sequence[Route],
+        attempt_with: Callable[[Provider, ModelConfig], Awaitable[T]],
+    ) -> tuple[Call, T]:
+        """Try each route in order until one answers; a failed attempt is finished here, a good one is not."""
+        failure: ProviderError | None = None
+        for attempt, route in enumerate(self.order(routes), start=1):
+            call = self._start(route, request, attempt)
+            name = route.provider.name
+            try:
+                with trace.use_span(call.span, end_on_exit=False):
+                    async with asyncio.timeout(route.provider.timeout_seconds):
+                        result = await attempt_with(self._providers[name], route.model)
+            except TimeoutError:
+                failure = self._fail(call, ProviderTimeoutError(name, f"{name} timed out"))
+            except ProviderError as exc:
+                failure = self._fail(call, exc)
+            except BaseException:
+                self.finish(call, "cancelled")
+                raise
+            else:
+                return call, result
+            if not failure.fallback:
+                raise failure
+        assert failure is not None  # noqa: S101 - routes is never empty: unknown models are rejected first
+        raise failure
+
+    def _start(self, route: Route, request: ChatCompletionRequest, attempt: int) -> Call:
+        provider = route.provider
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": provider.kind,
+            "gen_ai.provider.name": provider.name,
+            "gen_ai.request.model": route.model.upstream_name,
+            "gatewayz.model": route.model.id,
+            "gatewayz.attempt": attempt,
+        }
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.output_limit is not None:
+            attributes["gen_ai.request.max_tokens"] = request.output_limit
+        if provider.base_url is not None:
+            attributes["server.address"] = provider.base_url.split("://", 1)[-1].split("/", 1)[0]
+        span = self._tracer.start_span(
+            f"chat {route.model.upstream_name}", kind=SpanKind.CLIENT, attributes=attributes
+        )
+        return Call(route, span, perf_counter(), attempt)
+
+    def _fail(self, call: Call, exc: ProviderError) -> ProviderError:
+        self.finish(call, exc.status, error=exc)
+        if exc.fallback:
+            logger.warning(
+                "Provider call failed; trying the next provider",
+                provider=call.route.provider.name,
+                model=call.route.model.id,
+                status=exc.status,
+                error=exc.message,
+            )
+        return exc
+
+    def finish(
+        self,
+        call: Call,
+        status: CallStatus,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        response_model: str | None = None,
+        error: ProviderError | None = None,
+    ) -> float:
+        """End the call: its span, health and `model_inference_*` observations; the seconds it took."""
+        seconds = perf_counter() - call.started
+        provider, model = call.route.provider.name, call.route.model.id
+        self._health[provider].record(ok=status in _HEALTHY, seconds=seconds)
+        self._metrics.record_call(provider, model, status, seconds, call.exemplar)
+        span = call.span
+        if response_model is not None:
+            span.set_attribute("gen_ai.response.model", response_model)
+        span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
+        span.set_attribute("gatewayz.status", status)
+        if error is not None:
+            span.set_attribute("error.type", type(error).__name__)
+            span.set_status(Status(StatusCode.ERROR, error.message))
+        span.end()
+        return seconds

@@ -1,0 +1,44 @@
+"""`POST /v1/chat/completions`: OpenAI's chat completions, JSON or SSE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.response import Stream
+
+from gateway.auth import bearer_key, unauthorized
+from gateway.schema import REQUEST_DECODER, describe_validation_error
+from gateway.services import services
+from telemetry.errors import ApiError
+
+CACHE_HEADER = "x-gatewayz-cache"
+"""Request: `true` opts a non-zero-temperature request into the cache. Response: `hit` or `miss`."""
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+@post("/v1/chat/completions", tags=["inference"], status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    """A completion for the caller's key; `stream: true` answers as server-sent events."""
+    gateway = services(request)
+    key = bearer_key(request)
+    if not key:
+        raise unauthorized("missing API key: send Authorization: Bearer <key>")
+    user_id = gateway.store.authenticate(key)
+    if user_id is None:
+        raise unauthorized("invalid API key")
+    try:
+        chat = REQUEST_DECODER.decode(await request.body())
+    except msgspec.MsgspecError as exc:
+        raise ApiError(400, describe_validation_error(exc), code="invalid_request_body") from None
+    if chat.stream:
+        events = await gateway.inference.stream(user_id, chat)
+        return Stream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    opted_in = request.headers.get(CACHE_HEADER, "").lower() in _TRUE
+    result = await gateway.inference.complete(user_id, chat, cache_opt_in=opted_in)
+    return Response(
+        result.body,
+        media_type="application/json",
+        headers={CACHE_HEADER: "hit" if result.cache_hit else "miss"},
+    )

@@ -1,0 +1,28 @@
+"""The long-lived objects the gateway's handlers use, built in the app's lifespan and kept on `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar.connection import ASGIConnection
+
+from gateway.inference import InferenceService
+from gateway.providers.catalog import Catalog
+from gateway.settings import GatewaySettings
+from gateway.store import UserStore
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayServices:
+    """Settings, catalog, user store and inference, as handlers need them."""
+
+    settings: GatewaySettings
+    catalog: Catalog
+    store: UserStore
+    inference: InferenceService
+
+
+def services(connection: ASGIConnection) -> GatewayServices:  # type: ignore[type-arg]
+    """The services of the app serving `connection`."""
+    found: GatewayServices = connection.app.state.services
+    return found

@@ -1,0 +1,233 @@
+"""Users, hashed API keys, credit balances and usage by model, in SQLite (stdlib `sqlite3`).
+
+Balances are integer micro-credits, so sums are exact. A request first *reserves* its worst-case cost with one
+conditional UPDATE, then *settles* the actual cost: concurrent requests can never spend more than the balance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+MICROS_PER_CREDIT = 1_000_000
+DEMO_USER_ID = 1
+DEMO_KEY_FILE = "demo-api-key.txt"
+"""Beside the database: the generated demo key, readable by its owner only (the data dir is git-ignored)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    balance_micros INTEGER NOT NULL CHECK (balance_micros >= 0)
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    credits_micros INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, model)
+);
+"""
+
+
+def hash_key(key: str) -> str:
+    """sha256 of an API key: keys are high-entropy, so a fast hash is enough and lookups stay cheap."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    """A new API key."""
+    return "gw_" + secrets.token_urlsafe(32)
+
+
+def to_credits(micros: int) -> float:
+    """Micro-credits as credits."""
+    return micros / MICROS_PER_CREDIT
+
+
+def to_micros(amount: float) -> int:
+    """Credits as whole micro-credits."""
+    return round(amount * MICROS_PER_CREDIT)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user's public profile."""
+
+    id: int
+    username: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """What a user spent on one model."""
+
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    credits: float
+
+
+class UserStore:
+    """The SQLite store; one connection, used from the event loop (each statement takes microseconds)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: str) -> UserStore:
+        """Open (creating the file, its directory and the schema when missing) in WAL mode."""
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.executescript(_SCHEMA)
+        return cls(connection)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def ensure_demo_user(self, balance: float, bootstrap_key: str | None) -> str | None:
+        """Create demo user 1 if missing; give it `bootstrap_key`, else a new key when it has none."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO users (id, username, created_at, balance_micros) VALUES (?, 'demo', ?, ?)",
+            (DEMO_USER_ID, _now(), to_micros(balance)),
+        )
+        if bootstrap_key is not None:
+            self.add_key(DEMO_USER_ID, bootstrap_key)
+            return None
+        if self._db.execute("SELECT 1 FROM api_keys WHERE user_id = ?", (DEMO_USER_ID,)).fetchone():
+            return None
+        key = generate_key()
+        self.add_key(DEMO_USER_ID, key)
+        return key
+
+    def create_user(self, username: str, balance: float) -> int:
+        """A new user holding `balance` credits; its id."""
+        cursor = self._db.execute(
+            "INSERT INTO users (username, created_at, balance_micros) VALUES (?, ?, ?)",
+            (username, _now(), to_micros(balance)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def add_key(self, user_id: int, key: str) -> None:
+        """Let `key` act as `user_id` (idempotent)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)",
+            (hash_key(key), user_id, _now()),
+        )
+
+    def authenticate(self, key: str) -> int | None:
+        """The user `key` belongs to."""
+        row = self._db.execute("SELECT user_id FROM api_keys WHERE key_hash = ?", (hash_key(key),)).fetchone()
+        return int(row[0]) if row else None
+
+    def user(self, user_id: int) -> User | None:
+        """The public profile."""
+        row = self._db.execute(
+            "SELECT id, username, created_at FROM users WHERE id = ?", (user_id,)
+        ).fetchone()
+        return User(*row) if row else None
+
+    def balance(self, user_id: int) -> float:
+        """Credits left (0 for no such user)."""
+        row = self._db.execute("SELECT balance_micros FROM users WHERE id = ?", (user_id,)).fetchone()
+        return to_credits(row[0]) if row else 0.0
+
+    def usage(self, user_id: int) -> list[ModelUsage]:
+        """Usage by model, most credits first."""
+        rows = self._db.execute(
+            "SELECT model, requests, prompt_tokens, completion_tokens, credits_micros FROM usage "
+            "WHERE user_id = ? ORDER BY credits_micros DESC, model",
+            (user_id,),
+        ).fetchall()
+        return [
+            ModelUsage(model, requests, prompt, completion, to_credits(micros))
+            for model, requests, prompt, completion, micros in rows
+        ]
+
+    def reserve(self, user_id: int, micros: int) -> bool:
+        """Hold `micros` against the balance in one conditional UPDATE; False when the balance is short."""
+        cursor = self._db.execute(
+            "UPDATE users SET balance_micros = balance_micros - ? WHERE id = ? AND balance_micros >= ?",
+            (micros, user_id, micros),
+        )
+        return cursor.rowcount == 1
+
+    def release(self, user_id: int, micros: int) -> None:
+        """Give a reservation back whole (the call failed or was served from elsewhere)."""
+        if micros:
+            self._db.execute(
+                "UPDATE users SET balance_micros = balance_micros + ? WHERE id = ?", (micros, user_id)
+            )
+
+    def settle(
+        self,
+        user_id: int,
+        model: str,
+        *,
+        reserved: int,
+        cost: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> int:
+        """Turn a reservation into the actual `cost` and record usage; the micro-credits actually charged.
+
+        A cost above the reservation (an upstream ignoring the token limit) is charged only as far as the
+        balance goes: the balance never goes below zero.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            charged = cost
+            if cost > reserved:
+                row = self._db.execute("SELECT balance_micros FROM users WHERE id = ?", (user_id,)).fetchone()
+                charged = reserved + min(cost - reserved, int(row[0]) if row else 0)
+            self._db.execute(
+                "UPDATE users SET balance_micros = balance_micros + ? WHERE id = ?",
+                (reserved - charged, user_id),
+            )
+            self._db.execute(
+                "INSERT INTO usage (user_id, model, requests, prompt_tokens, completion_tokens, "
+                "credits_micros) VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (user_id, model) DO UPDATE SET "
+                "requests = requests + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = completion_tokens + excluded.completion_tokens, "
+                "credits_micros = credits_micros + excluded.credits_micros",
+                (user_id, model, prompt_tokens, completion_tokens, charged),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return charged
+
+
+def write_demo_key(db_path: str, key: str) -> Path:
+    """Keep the generated demo key beside the database, owner-readable only; the file's path."""
+    directory = Path(db_path).parent if db_path != ":memory:" else Path("data")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / DEMO_KEY_FILE
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(key + "\n")
+    return path
