@@ -20,7 +20,7 @@ class LoopbackServer:
         self.port = int(self.httpd.server_address[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name=f"fake-{self.port}", daemon=True
+            target=self.httpd.serve_forever, args=(0.05,), name=f"fake-{self.port}", daemon=True
         )
 
     def start(self) -> Self:

@@ -9,6 +9,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import QueryParameter
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from admin.auth import ADMIN_GUARDS, ADMIN_SECURITY
 from admin.environment import EnvironmentVariable, environment_variables, redacted_settings
@@ -73,6 +74,8 @@ class EnvironmentVariables(msgspec.Struct, frozen=True, kw_only=True):
     variables: list[EnvironmentVariable]
 
 
+_PROPAGATOR = TraceContextTextMapPropagator()
+
 Verify = Annotated[
     bool,
     QueryParameter(name="verify", description="Poll the backend (bounded) and report whether it arrived."),
@@ -101,13 +104,13 @@ class InstrumentationController(Controller):
             return TraceContext(
                 trace_id=None, span_id=None, sampled=False, traceparent=None, propagated=False
             )
-        trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
-        flags = format(int(context.trace_flags), "02x")
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier)
         return TraceContext(
-            trace_id=trace_id,
-            span_id=span_id,
+            trace_id=format(context.trace_id, "032x"),
+            span_id=format(context.span_id, "016x"),
             sampled=context.trace_flags.sampled,
-            traceparent=f"00-{trace_id}-{span_id}-{flags}",
+            traceparent=carrier.get("traceparent"),
             propagated="traceparent" in request.headers,
         )
 
