@@ -1,0 +1,355 @@
+"""A real Prometheus (Debian's) scrapes the real services with the project's own configuration.
+
+Prometheus runs `deploy/prometheus/prometheus.yml` with only its targets (and the rule file's path)
+rewritten to loopback, and the flags docker-compose.yml gives it. The gateway, admin and log-shipper run as
+their users start them; traffic includes errors and chat completions. Then every dashboard panel's PromQL
+must return data, and the exemplars Prometheus stored must carry the trace ids the gateway logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+import yaml
+
+from support.fake_loki import FakeLoki
+from support.processes import ServiceProcess, free_port
+from telemetry.queries import promql_panels, resolve_variables
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+JOBS = ("gateway", "admin", "log-shipper")
+TRACE_ID = re.compile(r"[0-9a-f]{32}\Z")
+# A catalog of the shipped models plus one provider that always fails, so 5xx, provider errors and an
+# unavailable provider all have series.
+DOWN_PROVIDER = """
+[[providers]]
+name = "local-down"
+kind = "local"
+timeout_seconds = 5
+
+[[providers.models]]
+id = "gatewayz-down"
+prompt_price = 0.001
+completion_price = 0.001
+latency_ms = 5
+error_rate = 1.0
+"""
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def rewrite_config(config: dict, ports: dict[str, int], config_dir: Path) -> dict:
+    """The project's config with each job's target on loopback and rule files as absolute paths."""
+    rewritten = copy.deepcopy(config)
+    for job in rewritten["scrape_configs"]:
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
+    rewritten["rule_files"] = [str(config_dir / path) for path in config.get("rule_files", [])]
+    return rewritten
+
+
+def compose_prometheus_flags() -> list[str]:
+    """The flags docker-compose.yml runs Prometheus with, minus the two paths this test sets itself."""
+    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["prometheus"]["command"]
+    return [flag for flag in command if not flag.startswith(("--config.file", "--storage.tsdb.path"))]
+
+
+class PrometheusProcess:
+    """Debian's `prometheus` on a free loopback port, with a config file and a throwaway TSDB."""
+
+    def __init__(self, config: dict, workdir: Path, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_path = workdir / "prometheus.log"
+        self.command = [
+            "prometheus",
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            *compose_prometheus_flags(),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> PrometheusProcess:
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.DEVNULL, stderr=self.log_path.open("wb")
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited {self.process.returncode}: {self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"prometheus not ready: {self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+    def api(self, path: str, **params: str) -> dict:
+        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10.0)
+        response.raise_for_status()
+        body = response.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def series_count(self, expr: str) -> int:
+        return len(self.api("query", query=expr)["result"])
+
+    def targets(self) -> dict[str, str]:
+        return {t["labels"]["job"]: t["health"] for t in self.api("targets", state="active")["activeTargets"]}
+
+
+@dataclass
+class Traffic:
+    """Drives every service in a background thread, bounded in count and time, until stopped."""
+
+    gateway: str
+    admin: str
+    shipper: str
+    key: str
+    admin_key: str
+    rounds: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def chat(self, client: httpx.Client, model: str, **extra: object) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": "status report"}], **extra}
+        self.send(
+            client, "POST", f"{self.gateway}/v1/chat/completions", json=body, headers=self.auth(self.key)
+        )
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def send(self, client: httpx.Client, method: str, url: str, **kwargs: object) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            status = client.request(method, url, **kwargs).status_code  # type: ignore[arg-type]
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def round(self, client: httpx.Client) -> None:
+        """One pass: successes, 4xx, 5xx and streams on the gateway; probes and errors on the others."""
+        gateway = self.gateway
+        self.send(client, "GET", f"{gateway}/api/users/1")
+        self.send(client, "GET", f"{gateway}/api/users/987654")  # 404
+        self.send(client, "GET", f"{gateway}/no/such/route")  # 404, unmatched
+        self.send(client, "GET", f"{gateway}/v1/models")
+        self.chat(client, "gatewayz-fast")
+        self.chat(client, "gatewayz-fast", temperature=0)  # cacheable: a miss, then hits
+        self.chat(client, "gatewayz-fast", stream=True)
+        self.chat(client, "gatewayz-flaky")
+        self.chat(client, "gatewayz-down")  # every provider call fails: 502
+        self.chat(client, "no-such-model")  # 404
+        self.send(client, "POST", f"{gateway}/v1/chat/completions", content=b"{", headers=self.auth(self.key))
+        self.send(client, "POST", f"{gateway}/v1/chat/completions", json={}, headers=self.auth("wrong"))
+        self.send(client, "GET", f"{self.admin}/api/metrics/status")
+        self.send(client, "GET", f"{self.admin}/api/metrics/grafana-queries")
+        self.send(client, "GET", f"{self.admin}/api/instrumentation/config")  # 401: no key
+        self.send(
+            client, "GET", f"{self.admin}/api/instrumentation/config", headers=self.auth(self.admin_key)
+        )
+        self.send(client, "GET", f"{self.shipper}/ready")
+        line = msgspec.json.encode({"level": "INFO", "service": "gatewayz-api", "message": "from the test"})
+        self.send(client, "POST", f"{self.shipper}/ingest", content=line + b"\n")
+        self.rounds += 1
+
+    def run(self, max_rounds: int = 400) -> None:
+        with httpx.Client(timeout=10.0) as client:
+            while not self.stop_event.is_set() and self.rounds < max_rounds:
+                self.round(client)
+                self.stop_event.wait(1.0)
+
+
+@dataclass
+class Stack:
+    prometheus: PrometheusProcess
+    gateway: ServiceProcess
+    services: dict[str, ServiceProcess]
+    loki: FakeLoki
+    traffic: Traffic
+    started: float
+
+
+def gateway_catalog(path: Path) -> Path:
+    shipped = ROOT / "services" / "gateway" / "src" / "gateway" / "providers" / "default_catalog.toml"
+    path.write_text(shipped.read_text() + DOWN_PROVIDER)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    key, admin_key = f"gw_test_{secrets.token_hex(8)}", f"gw_admin_test_{secrets.token_hex(8)}"
+    ports = {job: free_port() for job in JOBS}
+    loki = FakeLoki().start()
+    closed = f"http://127.0.0.1:{free_port()}"
+    gateway = ServiceProcess(
+        "gateway",
+        {
+            "SERVICE_NAME": "gatewayz-api",
+            "GATEWAY_BOOTSTRAP_API_KEY": key,
+            "GATEWAY_DB_PATH": str(workdir / "gateway.db"),
+            "GATEWAY_PROVIDERS_FILE": str(gateway_catalog(workdir / "catalog.toml")),
+        },
+        workdir,
+        port=ports["gateway"],
+    )
+    # The shipper tails the gateway's stdout file, as it tails Docker's json-file logs in compose.
+    shipper = ServiceProcess(
+        "log_shipper",
+        {
+            "LOKI_PUSH_URL": loki.push_url,
+            "SHIPPER_FILES": str(gateway.stdout_path),
+            "SHIPPER_SPOOL_DIR": str(workdir / "spool"),
+        },
+        workdir,
+        port=ports["log-shipper"],
+    )
+    config = rewrite_config(yaml.safe_load(PROMETHEUS_CONFIG.read_text()), ports, PROMETHEUS_CONFIG.parent)
+    # Its URL is known before it starts: admin is configured with it.
+    prometheus = PrometheusProcess(config, workdir, free_port())
+    admin = ServiceProcess(
+        "admin",
+        {
+            "ADMIN_API_KEY": admin_key,
+            "GATEWAY_URL": gateway.url,
+            "LOG_SHIPPER_URL": shipper.url,
+            "PROMETHEUS_URL": prometheus.url,
+            "LOKI_URL": loki.url,
+            "TEMPO_URL": closed,
+        },
+        workdir,
+        port=ports["admin"],
+    )
+    services = {"gateway": gateway, "log-shipper": shipper, "admin": admin}
+    started: list[ServiceProcess] = []
+    traffic = Traffic(gateway.url, admin.url, shipper.url, key, admin_key)
+    thread = threading.Thread(target=traffic.run, daemon=True)
+    try:
+        for service in services.values():
+            started.append(service.start())
+        prometheus.start()
+        thread.start()
+        yield Stack(prometheus, gateway, services, loki, traffic, time.time())
+    finally:
+        traffic.stop_event.set()
+        if thread.is_alive():
+            thread.join(15)
+        prometheus.stop()
+        for service in reversed(started):
+            service.stop()
+        loki.stop()
+
+
+def wait_for(check, timeout: float, interval: float = 2.0):
+    """Poll `check()` until it returns something truthy or `timeout` passes; the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def test_config_differs_from_the_project_only_in_targets_and_rule_paths(tmp_path):
+    """The test runs deploy/prometheus/prometheus.yml itself: scrape interval, jobs, exemplars unchanged."""
+    original = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    rewritten = rewrite_config(
+        original, {"gateway": 1, "admin": 2, "log-shipper": 3}, PROMETHEUS_CONFIG.parent
+    )
+    assert rewritten["global"] == original["global"]
+    assert rewritten["global"]["scrape_interval"] == "15s"
+    assert rewritten["storage"] == original["storage"]
+    for before, after in zip(original["scrape_configs"], rewritten["scrape_configs"], strict=True):
+        assert {k: v for k, v in before.items() if k != "static_configs"} == {
+            k: v for k, v in after.items() if k != "static_configs"
+        }
+    assert [Path(path).name for path in rewritten["rule_files"]] == original["rule_files"]
+    assert "--enable-feature=exemplar-storage" in compose_prometheus_flags()
+
+
+def test_every_target_is_up(stack):
+    """Prometheus scrapes gateway, admin and log-shipper, each as its own job, and all are up."""
+
+    def all_up() -> dict[str, str] | None:
+        targets = stack.prometheus.targets()
+        return targets if set(targets.values()) == {"up"} and len(targets) == len(JOBS) else None
+
+    targets = wait_for(all_up, timeout=45)
+    assert targets == dict.fromkeys(JOBS, "up"), (stack.prometheus.targets(), stack.prometheus.log())
+    assert stack.prometheus.series_count('up{job=~"gateway|admin|log-shipper"} == 1') == 3
+
+
+def test_every_dashboard_promql_returns_series(stack):
+    """After a few scrapes of real traffic, every Prometheus panel of every dashboard has a series."""
+    queries = {
+        f"{board.title} / {panel.title}": resolve_variables(panel.expr, ".+")
+        for board, panel in promql_panels()
+    }
+    assert len(queries) >= 17
+
+    def empty() -> dict[str, str]:
+        return {name: expr for name, expr in queries.items() if stack.prometheus.series_count(expr) == 0}
+
+    # rate(...[1m]) needs two samples in the window: two or three 15 s scrapes after traffic starts.
+    missing = wait_for(lambda: not empty(), timeout=100, interval=3.0) or empty()
+    assert missing in (True, {}), f"no data for {missing}; traffic statuses {stack.traffic.statuses}"
+    assert stack.traffic.statuses.get(502, 0) > 0
+    assert any(400 <= status < 500 for status in stack.traffic.statuses)
+
+
+def test_exemplars_carry_the_trace_ids_the_gateway_logged(stack):
+    """Exemplars of fastapi_requests_duration_seconds carry trace ids, ones the gateway logged."""
+
+    def exemplars() -> list[dict]:
+        data = stack.prometheus.api(
+            "query_exemplars",
+            query='fastapi_requests_duration_seconds_bucket{job="gateway"}',
+            start=str(stack.started - 120),
+            end=str(time.time() + 60),
+        )
+        return [exemplar for series in data for exemplar in series["exemplars"]]
+
+    found = wait_for(exemplars, timeout=60, interval=3.0)
+    assert found, stack.prometheus.log()
+    trace_ids = {exemplar["labels"]["trace_id"] for exemplar in found}
+    assert all(TRACE_ID.match(trace_id) and trace_id != "0" * 32 for trace_id in trace_ids), trace_ids
+    logged = set()
+    for line in stack.gateway.stdout_lines():
+        with contextlib.suppress(msgspec.DecodeError):
+            logged.add(msgspec.json.decode(line).get("trace_id"))
+    assert trace_ids & logged
+
+
+def test_gateway_stdout_reaches_loki_through_the_shipper(stack):
+    """The gateway's own stdout, tailed by the shipper, lands in Loki under service="gatewayz-api"."""
+    lines = stack.loki.wait_for(1, timeout=30, service="gatewayz-api")
+    access = [msgspec.json.decode(line) for line in lines if '"Request completed"' in line]
+    assert access
+    assert any(TRACE_ID.match(line.get("trace_id", "")) for line in access)
