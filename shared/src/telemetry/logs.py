@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -27,36 +29,67 @@ _QUIET_LOGGERS = {
 }
 
 
-class JsonSink:
-    """A loguru sink that writes one SPEC §4 JSON object per line with a reused msgspec encoder."""
+LEVEL_NUMBERS = {
+    "TRACE": 5,
+    "DEBUG": 10,
+    "INFO": 20,
+    "SUCCESS": 25,
+    "WARNING": 30,
+    "ERROR": 40,
+    "CRITICAL": 50,
+}
 
-    def __init__(self, service: str, stream: IO[bytes] | None = None) -> None:
+
+class JsonSink:
+    """Writes one SPEC §4 JSON object per line with a reused msgspec encoder.
+
+    loguru calls it for every `logger.*` record; `write_event` is the hot path for lines the telemetry code
+    builds itself (the access line), skipping loguru's record machinery (frame lookup, record dict, lock).
+    """
+
+    def __init__(self, service: str, stream: IO[bytes] | None = None, level: str = "INFO") -> None:
         self._service = service
         self._stream = stream
         self._encoder = msgspec.json.Encoder()
+        self._lock = threading.Lock()
+        self._min_level = LEVEL_NUMBERS[level]
         self._second = -1
         self._second_text = ""
 
     def __call__(self, message: Message) -> None:
-        """Encode and write one record."""
+        """Encode and write one loguru record."""
         line = self._encoder.encode(self.build(message.record))
         self.write_bytes(line + b"\n")
 
-    def write_bytes(self, data: bytes) -> None:
-        """Write bytes whole: to the stream given, else straight to file descriptor 1 (no buffering)."""
-        if self._stream is not None:
-            self._stream.write(data)
-            self._stream.flush()
+    def write_event(
+        self, level: str, message: str, fields: dict[str, Any], trace_id: str | None, span_id: str | None
+    ) -> None:
+        """Write one line from pre-built fields (keys chosen by our code, so no secret masking needed)."""
+        if LEVEL_NUMBERS[level] < self._min_level:
             return
-        view = memoryview(data)
-        while view:
-            written = os.write(1, view)
-            view = view[written:]
+        line = {"timestamp": self._timestamp(time.time()), "level": level, "service": self._service, **fields}
+        if trace_id is not None:
+            line["trace_id"] = trace_id
+            line["span_id"] = span_id
+        line["message"] = message
+        self.write_bytes(self._encoder.encode(line) + b"\n")
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write whole lines: to the stream given, else straight to file descriptor 1 (no buffering)."""
+        with self._lock:
+            if self._stream is not None:
+                self._stream.write(data)
+                self._stream.flush()
+                return
+            view = memoryview(data)
+            while view:
+                written = os.write(1, view)
+                view = view[written:]
 
     def build(self, record: Record) -> dict[str, Any]:
         """The JSON object for `record`: base fields, extras (secrets masked), trace ids, message."""
         line: dict[str, Any] = {
-            "timestamp": self._timestamp(record["time"]),
+            "timestamp": self._timestamp(record["time"].timestamp()),
             "level": record["level"].name,
             "service": self._service,
         }
@@ -75,9 +108,8 @@ class JsonSink:
         line["message"] = record["message"]
         return line
 
-    def _timestamp(self, moment: datetime) -> str:
+    def _timestamp(self, timestamp: float) -> str:
         """UTC, millisecond precision, `Z`; the second-level prefix is cached (one strftime a second)."""
-        timestamp = moment.timestamp()
         second = int(timestamp)
         if second != self._second:
             self._second = second
@@ -108,7 +140,7 @@ class InterceptHandler(logging.Handler):
 
 def configure_logging(settings: TelemetrySettings, stream: IO[bytes] | None = None) -> JsonSink:
     """Make loguru and stdlib logging write SPEC §4 JSON lines at `LOG_LEVEL` to stdout (or `stream`)."""
-    sink = JsonSink(settings.service_name, stream)
+    sink = JsonSink(settings.service_name, stream, settings.log_level)
     logger.remove()
     logger.add(sink, level=settings.log_level, format="{message}", backtrace=False, diagnose=False)
     handler = InterceptHandler()

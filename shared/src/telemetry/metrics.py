@@ -36,11 +36,6 @@ def create_registry() -> CollectorRegistry:
     return registry
 
 
-def normalise_method(method: str) -> str:
-    """The method as a bounded label value."""
-    return method if method in KNOWN_METHODS else "OTHER"
-
-
 @dataclass(slots=True)
 class RouteInstruments:
     """Metric children pre-bound for one (method, path), so the hot path does no label lookups."""

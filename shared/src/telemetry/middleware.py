@@ -7,27 +7,30 @@ middleware per route handler, so requests matching no route would never reach an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
 from litestar.utils.path import normalize_path
-from loguru import logger
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from telemetry.metrics import UNMATCHED_PATH, HttpMetrics, RouteInstruments, normalise_method
+from telemetry.metrics import KNOWN_METHODS, UNMATCHED_PATH, HttpMetrics, RouteInstruments
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from litestar import Litestar
     from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+AccessLogWriter = Callable[[str, str, dict[str, Any], "str | None", "str | None"], None]
+"""`JsonSink.write_event`: (level, message, fields, trace_id, span_id)."""
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded when the client went away before a response started (nginx's convention)."""
 
@@ -101,7 +104,7 @@ class TelemetryMiddleware:
         metrics: HttpMetrics,
         tracer: trace.Tracer,
         exclude_paths: Iterable[str] = ("/metrics",),
-        access_log: bool = True,
+        access_log: AccessLogWriter | None = None,
     ) -> None:
         self.app = app
         self.route_resolver = route_resolver
@@ -116,7 +119,9 @@ class TelemetryMiddleware:
             await self.app(scope, receive, send)
             return
 
-        method = normalise_method(scope["method"])
+        method: str = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
         template = self.route_resolver(scope)
         instruments = self.metrics.route(method, template or UNMATCHED_PATH)
         span = self._start_span(scope, method, template)
@@ -152,8 +157,6 @@ class TelemetryMiddleware:
         attributes: dict[str, Any] = {"http.request.method": method, "url.path": scope["path"]}
         if template is not None:
             attributes["http.route"] = template
-        if scheme := scope.get("scheme"):
-            attributes["url.scheme"] = scheme
         name = f"{method} {template}" if template is not None else method
         return self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
@@ -172,21 +175,23 @@ class TelemetryMiddleware:
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         context = span.get_span_context()
-        exemplar = {"trace_id": format(context.trace_id, "032x")} if context.trace_flags.sampled else None
+        trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        # Exemplars point at stored traces only: an unsampled trace id would open nothing in Tempo.
+        exemplar = {"trace_id": trace_id} if trace_id is not None and context.trace_flags.sampled else None
         instruments.requests(status).inc(1, exemplar)
         instruments.duration.observe(duration, exemplar)
         instruments.request_size.observe(exchange.request_bytes)
         instruments.response_size.observe(exchange.response_bytes)
-        if self.access_log:
+        if self.access_log is not None:
             level = "ERROR" if status >= 500 else "WARNING" if status >= 400 else "INFO"
-            logger.log(
-                level,
-                "Request completed",
-                endpoint=template if template is not None else scope["path"][:256],
-                method=method,
-                status_code=status,
-                duration_ms=round(duration * 1000, 3),
-            )
+            fields = {
+                "endpoint": template if template is not None else scope["path"][:256],
+                "method": method,
+                "status_code": status,
+                "duration_ms": round(duration * 1000, 3),
+            }
+            span_id = format(context.span_id, "016x") if trace_id is not None else None
+            self.access_log(level, "Request completed", fields, trace_id, span_id)
 
 
 def _has_traceparent(headers: Iterable[tuple[bytes, bytes]]) -> bool:

@@ -12,7 +12,7 @@ from litestar.exceptions import HTTPException
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from telemetry.logs import configure_logging
+from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
 from telemetry.middleware import TelemetryMiddleware, resolve_route
 from telemetry.tracing import create_tracer_provider, shutdown_tracer_provider
@@ -35,6 +35,7 @@ class Telemetry:
     registry: CollectorRegistry
     http: HttpMetrics
     tracer_provider: TracerProvider
+    log_sink: JsonSink
 
     @classmethod
     def create(
@@ -46,13 +47,14 @@ class Telemetry:
         log_stream: IO[bytes] | None = None,
     ) -> Telemetry:
         """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output."""
-        configure_logging(settings, log_stream)
+        log_sink = configure_logging(settings, log_stream)
         registry = registry if registry is not None else create_registry()
         return cls(
             settings=settings,
             registry=registry,
             http=HttpMetrics(registry, settings.app_name),
             tracer_provider=create_tracer_provider(settings, exporter),
+            log_sink=log_sink,
         )
 
     @property
@@ -78,7 +80,7 @@ def instrument(app: Litestar, telemetry: Telemetry) -> Litestar:
         metrics=telemetry.http,
         tracer=telemetry.tracer,
         exclude_paths=settings.metrics_exclude_paths,
-        access_log=settings.access_log,
+        access_log=telemetry.log_sink.write_event if settings.access_log else None,
     )
     app.after_exception.append(partial(_record_exception, telemetry.http))
     return app

@@ -17,6 +17,8 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
+from telemetry.otlp import OtlpHttpSpanExporter
+
 if TYPE_CHECKING:
     from telemetry.settings import TelemetrySettings
 
@@ -60,13 +62,7 @@ def create_exporter(settings: TelemetrySettings) -> SpanExporter:
 
         endpoint = settings.tempo_otlp_grpc_endpoint
         return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=timeout)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415 - symmetric with grpc
-        OTLPSpanExporter as HttpExporter,
-    )
-
-    return HttpExporter(
-        endpoint=settings.tempo_otlp_http_endpoint.rstrip("/") + "/v1/traces", timeout=timeout
-    )
+    return OtlpHttpSpanExporter(settings.tempo_otlp_http_endpoint.rstrip("/") + "/v1/traces", timeout=timeout)
 
 
 def create_tracer_provider(

@@ -1,0 +1,56 @@
+"""A server for the instrumentation benchmark: the same no-op route, bare or with full telemetry.
+
+    python bench/instrumented_server.py {bare|full} PORT [OTLP_HTTP_URL]
+
+`full` = HTTP metrics + a server span per request (default parent-based always-on sampling, batch-exported
+over OTLP/HTTP to OTLP_HTTP_URL) + one JSON access line per request on stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from litestar import Litestar, get
+
+from gateway.settings import GatewaySettings
+from telemetry import Telemetry, instrument, metrics_endpoint
+
+
+@get("/noop", sync_to_thread=False)
+def noop() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def build(variant: str, otlp_url: str | None) -> Litestar:
+    if variant == "bare":
+        return Litestar(route_handlers=[noop], logging_config=None)
+    settings = GatewaySettings(
+        tempo_enabled=otlp_url is not None,
+        tempo_otlp_http_endpoint=otlp_url or "http://127.0.0.1:4318",
+    )
+    telemetry = Telemetry.create(settings)
+    app = Litestar(
+        route_handlers=[noop, metrics_endpoint(telemetry.registry)],
+        lifespan=[telemetry.lifespan],
+        logging_config=None,
+    )
+    return instrument(app, telemetry)
+
+
+def main() -> None:
+    variant, port = sys.argv[1], int(sys.argv[2])
+    otlp_url = sys.argv[3] if len(sys.argv) > 3 else None
+    uvicorn.run(
+        build(variant, otlp_url),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""OTLP/HTTP span export with a hand-written protobuf encoder.
+
+The stock encoder builds a Python protobuf object per span, attribute and value (~80 µs a span here, more
+than serving a request); writing the wire format directly costs a fraction of that. The output decodes with
+`opentelemetry-proto` to the same `ExportTraceServiceRequest` the stock encoder produces (tested).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from loguru import logger
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Link, SpanContext
+
+_FIXED64 = struct.Struct("<Q")
+_FIXED32 = struct.Struct("<I")
+_DOUBLE = struct.Struct("<d")
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+_SPAN_FLAGS_KEY = b"\x85\x01"  # field 16, wire type 5 (fixed32)
+_LOCAL_FLAGS = _SPAN_FLAGS_KEY + _FIXED32.pack(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = _SPAN_FLAGS_KEY + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+_SPAN_KINDS = tuple(b"\x30" + bytes((kind + 1,)) for kind in range(5))  # OTLP kinds are the API's + 1
+
+
+_ONE_BYTE = tuple(bytes((n,)) for n in range(128))
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
+    value &= 0xFFFFFFFFFFFFFFFF  # negative int64 as two's complement, as protobuf does
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(key: int, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes or sub-message); `key` is the precomputed tag byte."""
+    return bytes((key,)) + _varint(len(payload)) + payload
+
+
+def _string(key: int, text: str) -> bytes:
+    return _field(key, text.encode("utf-8"))
+
+
+def _any_value(value: Any) -> bytes:  # noqa: ANN401, PLR0911 - one branch per OTLP value type
+    """AnyValue: string 1, bool 2, int 3, double 4, array 5, kvlist 6, bytes 7."""
+    if isinstance(value, bool):
+        return b"\x10" + (b"\x01" if value else b"\x00")
+    if isinstance(value, str):
+        return _string(0x0A, value)
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE.pack(value)
+    if isinstance(value, bytes):
+        return _field(0x3A, value)
+    if isinstance(value, Mapping):
+        return _field(0x32, b"".join(_field(0x0A, _key_value(str(k), v)) for k, v in value.items()))
+    if isinstance(value, Sequence):
+        return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
+    return b""  # None: an empty AnyValue, as the stock encoder writes it
+
+
+def _key_value(key: str, value: Any) -> bytes:  # noqa: ANN401 - see _any_value
+    """KeyValue {key = 1, value = 2}."""
+    return _string(0x0A, key) + _field(0x12, _any_value(value))
+
+
+# typed=True: True, 1 and 1.0 are equal keys to a plain cache but encode differently.
+@lru_cache(maxsize=8192, typed=True)
+def _scalar_attribute(tag: int, key: str, value: str | float) -> bytes:
+    """A whole attribute field for a hashable scalar; method, route, status… repeat on every span."""
+    return _field(tag, _key_value(key, value))
+
+
+def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
+    if not attributes:
+        return b""
+    out = []
+    for name, value in attributes.items():
+        if isinstance(value, str | int | float):
+            out.append(_scalar_attribute(tag, name, value))
+        else:
+            out.append(_field(tag, _key_value(name, value)))
+    return b"".join(out)
+
+
+def _trace_state(context: SpanContext) -> str:
+    return ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+
+
+def _event(event: Event) -> bytes:
+    """Event {time 1 fixed64, name 2, attributes 3, dropped 4}."""
+    out = (
+        b"\x09"
+        + _FIXED64.pack(event.timestamp)
+        + _string(0x12, event.name)
+        + _attributes(0x1A, event.attributes)
+    )
+    if event.dropped_attributes:
+        out += b"\x20" + _varint(event.dropped_attributes)
+    return out
+
+
+def _link(link: Link) -> bytes:
+    """Link {trace_id 1, span_id 2, attributes 4, dropped 5, flags 6}; no trace_state, as stock encodes it."""
+    context = link.context
+    out = _field(0x0A, context.trace_id.to_bytes(16, "big")) + _field(
+        0x12, context.span_id.to_bytes(8, "big")
+    )
+    out += _attributes(0x22, link.attributes)
+    if link.dropped_attributes:
+        out += b"\x28" + _varint(link.dropped_attributes)
+    return out + b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | (_IS_REMOTE if context.is_remote else 0))
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One `Span` message (tags precomputed: field number << 3 | wire type)."""
+    context = span.get_span_context()
+    assert context is not None  # noqa: S101 - a finished SDK span always has a context
+    parts = [
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
+    ]
+    if context.trace_state:
+        parts.append(_string(0x1A, _trace_state(context)))
+    parent = span.parent
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+    parts += (
+        _string(0x2A, span.name),
+        _SPAN_KINDS[span.kind.value],
+        b"\x39",
+        _FIXED64.pack(span.start_time or 0),
+        b"\x41",
+        _FIXED64.pack(span.end_time or 0),
+        _attributes(0x4A, span.attributes),
+    )
+    if span.dropped_attributes:
+        parts.append(b"\x50" + _varint(span.dropped_attributes))
+    parts.extend(_field(0x5A, _event(event)) for event in span.events)
+    if span.dropped_events:
+        parts.append(b"\x60" + _varint(span.dropped_events))
+    parts.extend(_field(0x6A, _link(link)) for link in span.links)
+    if span.dropped_links:
+        parts.append(b"\x70" + _varint(span.dropped_links))
+    # Status is always present (possibly empty), as the stock encoder writes it.
+    status = span.status
+    payload = _string(0x12, status.description) if status.description else b""
+    if status.status_code is not StatusCode.UNSET:
+        payload += b"\x18" + _varint(status.status_code.value)
+    parts += (
+        _field(0x7A, payload),
+        _REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS,
+    )
+    return b"".join(parts)
+
+
+def _resource(resource: Resource) -> bytes:
+    """Resource {attributes 1}."""
+    return _attributes(0x0A, resource.attributes)
+
+
+def _scope(scope: InstrumentationScope | None) -> bytes:
+    """InstrumentationScope {name 1, version 2, attributes 3}."""
+    if scope is None:
+        return b""
+    out = _string(0x0A, scope.name) if scope.name else b""
+    if scope.version:
+        out += _string(0x12, scope.version)
+    return out + _attributes(0x1A, scope.attributes)
+
+
+def encode_export_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """`ExportTraceServiceRequest` bytes: spans grouped by resource, then by instrumentation scope.
+
+    Groups are keyed by object identity: `Resource.__hash__` serialises the resource to JSON each call.
+    """
+    resources: dict[int, Resource] = {}
+    scopes: dict[int, InstrumentationScope | None] = {}
+    grouped: dict[int, dict[int, list[bytes]]] = {}
+    for span in spans:
+        resource, scope = span.resource, span.instrumentation_scope
+        resources[id(resource)] = resource
+        scopes[id(scope)] = scope
+        grouped.setdefault(id(resource), {}).setdefault(id(scope), []).append(encode_span(span))
+    request = []
+    for resource_id, by_scope in grouped.items():
+        resource = resources[resource_id]
+        resource_spans = [_field(0x0A, _resource(resource))]
+        for scope_id, encoded in by_scope.items():
+            scope = scopes[scope_id]
+            scope_spans = [_field(0x0A, _scope(scope))]
+            scope_spans.extend(_field(0x12, span_bytes) for span_bytes in encoded)
+            if scope is not None and scope.schema_url:
+                scope_spans.append(_string(0x1A, scope.schema_url))
+            resource_spans.append(_field(0x12, b"".join(scope_spans)))
+        if resource.schema_url:
+            resource_spans.append(_string(0x1A, resource.schema_url))
+        request.append(_field(0x0A, b"".join(resource_spans)))
+    return b"".join(request)
+
+
+class OtlpHttpSpanExporter(SpanExporter):
+    """Posts span batches as OTLP/HTTP protobuf, one bounded attempt per batch.
+
+    Spans are telemetry, not data: when Tempo is down a batch is dropped (and logged once per outage)
+    rather than retried, so a dead collector costs neither memory nor shutdown time.
+    """
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        self._endpoint = endpoint
+        self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-protobuf"})
+        self._failing = False
+        self._shutdown = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Encode and post one batch."""
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            response = self._client.post(self._endpoint, content=encode_export_request(spans))
+            ok = response.status_code < 300
+            reason = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        if ok:
+            if self._failing:
+                logger.info("span export recovered", endpoint=self._endpoint)
+            self._failing = False
+            return SpanExportResult.SUCCESS
+        if not self._failing:
+            logger.warning(
+                "span export failed; dropping spans until it recovers", endpoint=self._endpoint, reason=reason
+            )
+        self._failing = True
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        """Stop exporting and close the connection pool."""
+        self._shutdown = True
+        self._client.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:  # noqa: ARG002 - nothing is buffered here
+        """Nothing is buffered in the exporter itself."""
+        return True
