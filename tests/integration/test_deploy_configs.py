@@ -118,6 +118,25 @@ class TestPrometheus:
             assert sd["port"] == SERVICES[job["job_name"]]
         assert {job["job_name"] for job in config["scrape_configs"]} == set(SERVICES)
 
+    def test_railway_image_ships_the_config_with_its_rules(self):
+        """The Railway Prometheus image copies the config and the rule file where the config looks for it."""
+        directory = DEPLOY / "prometheus" / "railway"
+        dockerfile = (directory / "Dockerfile").read_text()
+        copies = {
+            Path(dest): ROOT / source
+            for source, dest in re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.MULTILINE)
+        }
+        assert all(source.is_file() for source in copies.values())
+        (config_in_image,) = [dest for dest, source in copies.items() if source == RAILWAY_PROMETHEUS_CONFIG]
+        assert f"--config.file={config_in_image}" in dockerfile
+        assert "--enable-feature=exemplar-storage" in dockerfile
+        for rule_file in load(RAILWAY_PROMETHEUS_CONFIG)["rule_files"]:
+            in_image = Path(os.path.normpath(config_in_image.parent / rule_file))
+            assert copies[in_image] == DEPLOY / "prometheus" / "alerts.yml"
+        railway = json.loads((directory / "railway.json").read_text())
+        assert ROOT / railway["build"]["dockerfilePath"] == directory / "Dockerfile"
+        assert railway["deploy"]["healthcheckPath"] == "/-/ready"
+
 
 class TestCompose:
     def test_docker_compose_accepts_the_file(self):
@@ -310,6 +329,7 @@ class TestBackends:
         assert config["backend_worker"]["backend_scheduler_addr"] == f"tempo:{grpc}"
         assert config["querier"]["frontend_worker"]["frontend_address"] == f"tempo:{grpc}"
         assert config["storage"]["trace"]["backend"] == "local"
+        assert config["backend_worker"]["compaction"]["block_retention"] == "168h"
         (remote,) = config["metrics_generator"]["storage"]["remote_write"]
         assert remote["url"] == "http://prometheus:9090/api/v1/write"
         assert mounts(compose["services"]["tempo"])["/var/tempo"] == ("tempo-data", False)
