@@ -18,3 +18,13 @@ def chat(model: str, content: str = "one two three", **extra: Any) -> dict[str, 
 def sse_events(text: str) -> list[str]:
     """The `data:` payloads of an SSE body, in order."""
     return [block[len("data: ") :] for block in text.split("\n\n") if block.startswith("data: ")]
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
