@@ -84,12 +84,22 @@ class Workload:
             data = body.get("data") if isinstance(body, dict) else None
             models.extend(item for item in data or [] if isinstance(item, dict))
 
-        step = await self._send("GET", "/v1/models", "/v1/models", "model catalog", on_json=read)
+        # The gateway may require a key for its catalog, as OpenAI's does.
+        headers = {"authorization": f"Bearer {self._key}"} if self._key else None
+        step = await self._send(
+            "GET", "/v1/models", "/v1/models", "model catalog", on_json=read, headers=headers
+        )
         return step, models
 
     async def _chat(self, model: str) -> list[Step]:
         path = "/v1/chat/completions"
-        body = {"model": model, "messages": [{"role": "user", "content": _PROMPT}], "max_tokens": 16}
+        # temperature 0 makes the completion deterministic, so the gateway caches it: a miss, then a hit.
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": _PROMPT}],
+            "max_tokens": 16,
+            "temperature": 0,
+        }
         auth = {"authorization": f"Bearer {self._key}"}
         wrong = {"authorization": f"Bearer {_WRONG_KEY}"}
         return [

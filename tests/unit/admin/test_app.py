@@ -1,0 +1,100 @@
+"""The admin app as wired: SPEC §6's exact endpoint table in the OpenAPI schema, probes, settings errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from admin.settings import AdminSettings
+from support.admin_app import BEARER
+from telemetry import SettingsError, load_settings
+
+SPEC_TABLE = {
+    ("GET", "/api/metrics/status"): False,
+    ("GET", "/api/metrics/summary"): False,
+    ("POST", "/api/metrics/test"): False,
+    ("GET", "/api/metrics/grafana-queries"): False,
+    ("GET", "/api/metrics/health"): False,
+    ("GET", "/api/instrumentation/health"): False,
+    ("GET", "/api/instrumentation/trace-context"): False,
+    ("GET", "/api/instrumentation/loki/status"): True,
+    ("GET", "/api/instrumentation/tempo/status"): True,
+    ("GET", "/api/instrumentation/config"): True,
+    ("POST", "/api/instrumentation/test-trace"): True,
+    ("POST", "/api/instrumentation/test-log"): True,
+    ("GET", "/api/instrumentation/environment-variables"): True,
+}
+"""(method, path) → requires the admin key, exactly as SPEC §6 lists them."""
+
+
+class TestOpenApi:
+    def test_schema_lists_exactly_the_spec_table_plus_probes(self, admin):
+        """The schema holds SPEC §6's endpoints and /health, /ready — nothing else."""
+        schema = admin.get("/schema/openapi.json").json()
+        routes = {(method.upper(), path) for path, item in schema["paths"].items() for method in item}
+        assert routes == set(SPEC_TABLE) | {("GET", "/health"), ("GET", "/ready")}
+
+    def test_admin_endpoints_declare_bearer_security(self, admin):
+        """Exactly the admin endpoints declare the bearer scheme, so schema-driven clients send the key."""
+        schema = admin.get("/schema/openapi.json").json()
+        assert schema["components"]["securitySchemes"]["AdminBearer"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "ADMIN_API_KEY, as `Authorization: Bearer <key>`",
+        }
+        for (method, path), guarded in SPEC_TABLE.items():
+            operation = schema["paths"][path][method.lower()]
+            assert ("security" in operation) is guarded, path
+
+    def test_verify_is_a_boolean_query_parameter(self, admin):
+        """`verify` is documented as an optional boolean query parameter on both test endpoints."""
+        schema = admin.get("/schema/openapi.json").json()
+        for path in ("/api/instrumentation/test-trace", "/api/instrumentation/test-log"):
+            (parameter,) = schema["paths"][path]["post"]["parameters"]
+            assert (parameter["name"], parameter["in"], parameter["required"]) == ("verify", "query", False)
+            assert parameter["schema"]["type"] == "boolean"
+
+
+class TestProbesAndErrors:
+    def test_health_ready_metrics(self, admin):
+        """/health, /ready and /metrics answer 200 even with every dependency down."""
+        assert admin.get("/health").json() == {"status": "ok"}
+        assert admin.get("/ready").json() == {"status": "ready"}
+        assert "fastapi_requests_total" in admin.get("/metrics").text
+
+    def test_unknown_route_and_bad_query_are_json_errors(self, admin):
+        """404s and validation errors use the shared error document, never a stack trace."""
+        missing = admin.get("/api/metrics/nope")
+        assert missing.status_code == 404
+        assert set(missing.json()["error"]) == {"message", "type", "code"}
+        bad = admin.post("/api/instrumentation/test-log?verify=maybe", headers=BEARER)
+        assert bad.status_code == 400
+        assert "verify" in bad.json()["error"]["message"]
+        assert "Traceback" not in bad.text
+
+
+class TestSettings:
+    def test_defaults_point_at_compose_services(self):
+        """Defaults are the compose service names and ports from SPEC §1."""
+        settings = load_settings(AdminSettings, {})
+        assert (settings.service_name, settings.port, settings.admin_api_key) == (
+            "gatewayz-admin",
+            8001,
+            None,
+        )
+        assert settings.gateway_url == "http://gateway:8000"
+        assert settings.log_shipper_url == "http://log-shipper:8002"
+        assert settings.prometheus_url == "http://prometheus:9090"
+        assert (settings.loki_url, settings.tempo_url) == ("http://loki:3100", "http://tempo:3200")
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("PROBE_TIMEOUT_SECONDS", "5"),
+            ("GATEWAY_URL", "gateway:8000"),
+            ("ADMIN_FAILED_ATTEMPTS_PER_MINUTE", "0"),
+        ],
+    )
+    def test_bad_value_names_the_variable(self, name, value):
+        """A bad value is refused with a message naming the variable."""
+        with pytest.raises(SettingsError, match=name):
+            load_settings(AdminSettings, {name: value})
