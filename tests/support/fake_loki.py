@@ -73,10 +73,15 @@ class PushError(Exception):
 
 
 class FakeLoki:
-    """Serve with `start()`, simulate an outage with `stop()`/`start()`, read with `lines()`."""
+    """Serve with `start()`, simulate an outage with `stop()`/`start()`, read with `lines()`.
 
-    def __init__(self, port: int = 0, seed: int = 5) -> None:
+    `accepted` counts entries taken (duplicates included); `keep=False` stores none (benchmarks).
+    """
+
+    def __init__(self, port: int = 0, seed: int = 5, *, keep: bool = True) -> None:
         self.port = port
+        self.keep = keep
+        self.accepted = 0
         self._lock = threading.Lock()
         self._streams: dict[Labels, Stream] = {}
         self.pushes: list[Push] = []
@@ -225,7 +230,9 @@ class FakeLoki:
                 elif ts < stream.newest - BEHIND_NS:
                     errors.append(f"entry too far behind, entry timestamp is: {ts}")
                 else:
-                    stream.entries[(ts, line)] = None
+                    self.accepted += 1
+                    if self.keep:  # a benchmark only counts
+                        stream.entries[(ts, line)] = None
                     stream.newest = max(stream.newest, ts)
         return errors
 

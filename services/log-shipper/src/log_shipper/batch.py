@@ -19,10 +19,12 @@ class StreamBuffer:
 class Batch:
     """Lines not yet spooled, by (service, level)."""
 
-    __slots__ = ("bytes", "lines", "started", "streams")
+    __slots__ = ("bytes", "lines", "routes", "started", "streams")
 
     def __init__(self) -> None:
         self.streams: dict[tuple[str, str], StreamBuffer] = {}
+        self.routes: dict[tuple[str | None, str | None, str], StreamBuffer] = {}
+        """Raw (service, level, default service) values → their stream, so labels resolve once a batch."""
         self.lines = 0
         self.bytes = 0
         self.started = 0.0
@@ -40,9 +42,15 @@ PUSH_PREFIX = b'{"streams":['
 PUSH_SUFFIX = b"]}"
 
 
-def push_body(segments: list[bytes]) -> bytes:
-    """One Loki push body from spooled segment bodies."""
-    return PUSH_PREFIX + b",".join(segments) + PUSH_SUFFIX
+def push_parts(segments: list[bytes]) -> list[bytes]:
+    """One Loki push body from spooled segment bodies, as parts to concatenate (no copy made here)."""
+    parts = [PUSH_PREFIX]
+    for index, segment in enumerate(segments):
+        if index:
+            parts.append(b",")
+        parts.append(segment)
+    parts.append(PUSH_SUFFIX)
+    return parts
 
 
 class PushStream(msgspec.Struct, frozen=True):

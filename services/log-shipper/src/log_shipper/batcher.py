@@ -61,11 +61,11 @@ class LogBatcher:
         """Lines read but not sealed yet."""
         return self._batch.lines
 
-    async def add(self, lines: list[bytes], source: str, default_service: str) -> int:
-        """Parse `lines` into the open batch; seals (and waits) when the batch is full. The generation."""
+    async def add(self, block: bytes, source: str, default_service: str) -> int:
+        """Parse a block of lines into the open batch; seals (and waits) when it is full. The generation."""
         batch = self._batch
         was_empty = batch.lines == 0
-        counts = self.parser.parse(lines, default_service, batch)
+        counts = self.parser.parse(block, default_service, batch)
         metrics = self.metrics
         if counts.lines:
             metrics.read_by_source[source].inc(counts.lines)
@@ -99,7 +99,7 @@ class LogBatcher:
             segment = self.spool.reserve(batch.lines)
             body = batch.encode(self._encoder)
             await asyncio.to_thread(self._persist, segment.path, body, positions)
-            self.spool.append(segment, len(body))
+            self.spool.append(segment, body)
         else:
             if batch.lines:
                 self.metrics.dropped_by_reason["loki_disabled"].inc(batch.lines)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from log_shipper.batch import Batch, StreamBuffer
-from log_shipper.labels import StreamLabels
+from log_shipper.labels import UNKNOWN_LEVEL, StreamLabels
 
 _NS = 1_000_000_000
 MAX_AGE_NS = (7 * 24 - 1) * 3600 * _NS
@@ -21,7 +21,7 @@ ENTRY_OVERHEAD = 32
 """Bytes an entry adds to a push body beyond its line (timestamp, quotes, brackets)."""
 
 
-class LineHead(msgspec.Struct):
+class LineHead(msgspec.Struct, gc=False):
     """The fields a JSON line is read for (the rest is skipped unparsed); `log`/`time` are Docker's."""
 
     timestamp: str | int | float | None = None
@@ -107,61 +107,50 @@ class LineParser:
         self._timestamps = TimestampParser()
         self._newest: dict[tuple[str, str], int] = {}
 
-    def parse(  # noqa: C901, PLR0912, PLR0915 - the per-line hot loop is inlined on purpose: calls cost
+    def parse(self, block: bytes, default_service: str, batch: Batch) -> ParseCounts:
+        """Add the lines of `block` (complete lines joined by newlines) to `batch`; blank ones are skipped."""
+        if not block:
+            return ParseCounts()
+        return self.parse_lines(block.split(b"\n"), default_service, batch)
+
+    def parse_lines(  # noqa: C901 - the per-line loop is inlined on purpose: each call costs
         self, lines: list[bytes], default_service: str, batch: Batch
     ) -> ParseCounts:
-        """Add `lines` (without newlines) to `batch`; blank lines are skipped."""
+        """Add `lines` (without newlines) to `batch` one by one; blank lines are skipped."""
         counts = ParseCounts()
         now = time.time_ns()
         low, high = now - MAX_AGE_NS, now + MAX_AHEAD_NS
         decode = self._decoder.decode
-        parse_time = self._timestamps.parse
-        labels = self.labels
-        streams = batch.streams
-        quick_limit = self.max_line_bytes // 4
+        routes = batch.routes
+        limit = self.max_line_bytes
         last_value: object = None
         last_parsed = now
         last_ts = -1
         last_text = ""
-        total = 0
+        kept = 0
+        # The hot loop: one decode, two dict lookups and an append per well-formed line; every rarer
+        # case (not JSON, Docker, over-long, odd timestamp) leaves it through `_slow`.
         for raw in lines:
-            if not raw or raw.isspace():
-                continue
-            total += len(raw)
             try:
-                head: LineHead | None = decode(raw)
+                head: LineHead = decode(raw)
             except msgspec.DecodeError:
-                head = None
-            if head is None:
-                text = raw.decode("utf-8", "replace").rstrip("\r")
-                service, level, stamp = default_service, "unknown", None
-            else:
-                if head.log is not None and head.time is not None:
-                    head, text = self._unwrap_docker(head)
-                else:
-                    text = raw.decode("utf-8", "replace")
-                service = labels.service(head.service, default_service) if head.service else default_service
-                level = labels.level(head.level)
-                stamp = head.timestamp
-            if len(text) > quick_limit:
-                text, truncated = self._bounded(text)
-                counts.truncated += truncated
-            if stamp is None:
-                ts = now
-            elif stamp == last_value:
-                ts = last_parsed
-            else:
-                parsed = parse_time(stamp)
-                ts = last_parsed = now if parsed is None else parsed
+                kept += self._slow(raw, None, default_service, batch, counts, now)
+                continue
+            if head.log is not None or len(raw) > limit:
+                kept += self._slow(raw, head, default_service, batch, counts, now)
+                continue
+            route = (head.service, head.level, default_service)
+            buffer = routes.get(route)
+            if buffer is None:
+                buffer = self._route(route, batch)
+            stamp = head.timestamp
+            if stamp != last_value:
                 last_value = stamp
+                last_parsed = self._time(stamp, now)
+            ts = last_parsed
             if ts < low or ts > high:
                 ts = now
                 counts.retimed += 1
-            key = (service, level)
-            buffer = streams.get(key)
-            if buffer is None:
-                buffer = StreamBuffer(labels.encode(service, level), self._newest.get(key, 0))
-                streams[key] = buffer
             if ts > buffer.newest:
                 buffer.newest = ts
             elif ts < buffer.newest - MAX_BEHIND_NS:
@@ -170,15 +159,72 @@ class LineParser:
             if ts != last_ts:
                 last_ts = ts
                 last_text = str(ts)
-            buffer.values.append((last_text, text))
-            counts.lines += 1
-        for key, buffer in streams.items():
-            self._newest[key] = buffer.newest
-        counts.bytes = total
-        if counts.lines:
-            batch.lines += counts.lines
-            batch.bytes += total + ENTRY_OVERHEAD * counts.lines
+            buffer.values.append((last_text, raw.decode("utf-8", "replace")))
+            kept += 1
+        self._remember(batch)
+        counts.lines = kept
+        counts.bytes = sum(map(len, lines))
+        if kept:
+            batch.lines += kept
+            batch.bytes += counts.bytes + ENTRY_OVERHEAD * kept
         return counts
+
+    def _time(self, stamp: str | float | None, now: int) -> int:
+        if stamp is None:
+            return now
+        parsed = self._timestamps.parse(stamp)
+        return now if parsed is None else parsed
+
+    def _route(self, route: tuple[str | None, str | None, str], batch: Batch) -> StreamBuffer:
+        """The stream buffer for raw (service, level, default service) values, created on first use."""
+        raw_service, raw_level, default_service = route
+        service = self.labels.service(raw_service, default_service) if raw_service else default_service
+        key = (service, self.labels.level(raw_level) if raw_level is not None else UNKNOWN_LEVEL)
+        buffer = batch.streams.get(key)
+        if buffer is None:
+            buffer = StreamBuffer(self.labels.encode(*key), self._newest.get(key, 0))
+            batch.streams[key] = buffer
+        batch.routes[route] = buffer
+        return buffer
+
+    def _remember(self, batch: Batch) -> None:
+        for key, buffer in batch.streams.items():
+            self._newest[key] = buffer.newest
+
+    def _slow(
+        self,
+        raw: bytes,
+        head: LineHead | None,
+        default_service: str,
+        batch: Batch,
+        counts: ParseCounts,
+        now: int,
+    ) -> int:
+        """A line off the fast path: blank (skipped, 0), not JSON, Docker-wrapped or over the limit."""
+        if not raw or raw.isspace():
+            return 0
+        if head is None:
+            text = raw.decode("utf-8", "replace").rstrip("\r")
+            head = LineHead()
+        elif head.log is not None and head.time is not None:
+            head, text = self._unwrap_docker(head)
+        else:
+            text = raw.decode("utf-8", "replace")
+        if len(text) > self.max_line_bytes // 4:
+            text, truncated = self._bounded(text)
+            counts.truncated += truncated
+        buffer = self._route((head.service, head.level, default_service), batch)
+        ts = self._time(head.timestamp, now)
+        if ts < now - MAX_AGE_NS or ts > now + MAX_AHEAD_NS:
+            ts = now
+            counts.retimed += 1
+        if ts > buffer.newest:
+            buffer.newest = ts
+        elif ts < buffer.newest - MAX_BEHIND_NS:
+            ts = buffer.newest - MAX_BEHIND_NS
+            counts.retimed += 1
+        buffer.values.append((str(ts), text))
+        return 1
 
     def _unwrap_docker(self, wrapper: LineHead) -> tuple[LineHead, str]:
         """Docker json-file: the line is `log` (without its newline), timed by the inner JSON or `time`."""
@@ -186,7 +232,7 @@ class LineParser:
         try:
             inner: LineHead = self._decoder.decode(text)
         except msgspec.DecodeError:
-            return LineHead(timestamp=wrapper.time, level=None, service=None), text
+            return LineHead(timestamp=wrapper.time), text
         if inner.timestamp is None:
             inner.timestamp = wrapper.time
         return inner, text

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from loguru import logger
 
-from log_shipper.batch import push_body, split_body
+from log_shipper.batch import push_parts, split_body
 from log_shipper.loki import Outcome, PushResult
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.spool import Segment, Spool
@@ -19,8 +20,8 @@ from log_shipper.throttle import LogThrottle
 class Pusher(Protocol):
     """What delivers one push body (`LokiClient`, or a fake in tests)."""
 
-    async def push(self, body: bytes) -> PushResult:
-        """Push an uncompressed body."""
+    async def push(self, parts: Sequence[bytes]) -> PushResult:
+        """Push the uncompressed body that `parts` make together."""
         ...
 
 
@@ -82,13 +83,13 @@ class SpoolSender:
 
     async def deliver(self, segments: list[Segment]) -> None:
         """Push the segments as one body until Loki takes it, splits it or rejects it for good."""
-        body = push_body([self.spool.read(segment) for segment in segments])
+        parts = push_parts([self.spool.read(segment) for segment in segments])
         lines = sum(segment.lines for segment in segments)
-        await self._push(body, lines)
+        await self._push(parts, lines)
 
-    async def _push(self, body: bytes, lines: int) -> None:
+    async def _push(self, parts: list[bytes], lines: int) -> None:
         while True:
-            result = await self.pusher.push(body)
+            result = await self.pusher.push(parts)
             if result.outcome is Outcome.SHIPPED:
                 self._shipped(result, lines)
                 return
@@ -96,11 +97,11 @@ class SpoolSender:
                 await self._wait_to_retry(result)
                 continue
             if result.outcome is Outcome.SPLIT:
-                parts = split_body(body)
-                if len(parts) > 1:
+                halves = split_body(b"".join(parts))
+                if len(halves) > 1:
                     self.metrics.batches.labels("split").inc()
-                    for part, count in parts:
-                        await self._push(part, count)
+                    for half, count in halves:
+                        await self._push([half], count)
                     return
             self._rejected(result, lines)
             return

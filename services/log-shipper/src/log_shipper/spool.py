@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUFFIX = ".seg"
+MEMORY_CACHE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -24,6 +25,8 @@ class Segment:
     lines: int
     created: float
     in_flight: bool = False
+    body: bytes | None = None
+    """Kept in memory while the cache has room, so the sender need not read it back."""
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -55,6 +58,7 @@ class Spool:
         self._segments: deque[Segment] = deque()
         self._next_seq = 1
         self.bytes = 0
+        self._cached = 0
         self._ready = asyncio.Event()
 
     def open(self) -> None:
@@ -94,11 +98,14 @@ class Spool:
         path = self.directory / f"{seq:020d}-{lines}-{int(created * 1000)}{SUFFIX}"
         return Segment(seq=seq, path=path, size=0, lines=lines, created=created)
 
-    def append(self, segment: Segment, size: int) -> None:
+    def append(self, segment: Segment, body: bytes) -> None:
         """Queue a segment already written durably, then drop the oldest while over the bound."""
-        segment.size = size
+        segment.size = len(body)
+        if self._cached + segment.size <= MEMORY_CACHE_BYTES:
+            segment.body = body
+            self._cached += segment.size
         self._segments.append(segment)
-        self.bytes += size
+        self.bytes += segment.size
         self._evict()
         self._ready.set()
 
@@ -109,6 +116,7 @@ class Spool:
                 return
             self._segments.remove(victim)
             self.bytes -= victim.size
+            self._forget(victim)
             victim.path.unlink(missing_ok=True)
             self._on_drop(victim)
 
@@ -129,8 +137,13 @@ class Spool:
         return taken
 
     def read(self, segment: Segment) -> bytes:
-        """A segment's body."""
-        return segment.path.read_bytes()
+        """A segment's body (from memory when cached)."""
+        return segment.body if segment.body is not None else segment.path.read_bytes()
+
+    def _forget(self, segment: Segment) -> None:
+        if segment.body is not None:
+            self._cached -= segment.size
+            segment.body = None
 
     def ack(self, segments: list[Segment]) -> None:
         """Forget segments Loki acknowledged (or that were dropped), deleting their files."""
@@ -138,6 +151,7 @@ class Spool:
             with contextlib.suppress(ValueError):
                 self._segments.remove(segment)
                 self.bytes -= segment.size
+                self._forget(segment)
             segment.path.unlink(missing_ok=True)
 
     def release(self, segments: list[Segment]) -> None:

@@ -156,9 +156,9 @@ class FileTailer:
         if not data:
             return False
         tailed.offset += len(data)
-        lines = tailed.splitter.feed(data)
-        if lines:
-            await self.batcher.add(lines, "file", tailed.service)
+        block = tailed.splitter.feed(data)
+        if block:
+            await self.batcher.add(block, "file", tailed.service)
         return True
 
     def _close(self, tailed: TailedFile) -> None:

@@ -29,10 +29,10 @@ def ingest_route(max_body_bytes: int) -> HTTPRouteHandler:
                 raise ApiError(400, "service must be a short name of letters, digits and ._:/-")
             default = service
         body = await request.body()
-        lines = body.split(b"\n")
-        generation = await batcher.add(lines, "http", default)
+        block = body.rstrip(b"\r\n")
+        generation = await batcher.add(block, "http", default)
         await batcher.flush(generation)
-        return {"accepted": _count(lines)}
+        return {"accepted": _count(block.split(b"\n"))}
 
     return ingest
 

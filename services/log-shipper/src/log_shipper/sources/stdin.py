@@ -40,9 +40,9 @@ class StdinSource:
         # A daemon thread, not the default executor: a blocked read must never hold up shutdown.
         threading.Thread(target=self._read, args=(loop, queue), name="stdin-reader", daemon=True).start()
         while chunk := await queue.get():
-            lines = self.splitter.feed(chunk)
-            if lines:
-                await self.batcher.add(lines, "stdin", self.service)
+            block = self.splitter.feed(chunk)
+            if block:
+                await self.batcher.add(block, "stdin", self.service)
         last = self.splitter.finish()
         if last:
             await self.batcher.add(last, "stdin", self.service)
