@@ -73,6 +73,7 @@ class TestOpenAIUpstream:
         assert sent["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
         assert sent["headers"]["traceparent"].startswith("00-")
         assert sent["body"]["messages"] == [{"role": "user", "content": "one two three"}]
+        assert sent["body"]["max_tokens"] == 16  # the catalog's limit, which the credit reservation assumed
 
     def test_stream_passthrough(self, client, upstream):
         """An upstream stream is relayed event by event, ending with `[DONE]`; usage is asked for upstream."""

@@ -30,7 +30,7 @@ class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     upstream_model: str | None = None
     """The model name the upstream knows it by (`openai` kind); defaults to `id`."""
     max_output_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
-    """Completion tokens reserved against the balance when the request sets no limit."""
+    """Completion limit applied (and reserved against the balance) when the request sets none."""
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     """`local` kind: simulated time to complete."""
     error_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0

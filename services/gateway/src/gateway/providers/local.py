@@ -34,16 +34,16 @@ _PUNCTUATION = (",", ".")
 _TOKENS_PER_CHUNK = 4
 
 
-def _reply_tokens(model: str, request: ChatCompletionRequest) -> tuple[list[str], str]:
+def _reply_tokens(model: ModelConfig, request: ChatCompletionRequest) -> tuple[list[str], str]:
     """The reply's tokens (each a word or a mark) and its finish reason; the same prompt, the same reply."""
-    digest = hashlib.sha256(model.encode())
+    digest = hashlib.sha256(model.id.encode())
+    max_output_tokens = model.max_output_tokens
     for message in request.messages:
         digest.update(message.role.encode())
         digest.update(message.text().encode())
     rng = random.Random(digest.digest())  # noqa: S311 - determinism, not security
     natural = 12 + rng.randrange(40)
-    limit = request.output_limit
-    length = min(natural, limit) if limit is not None else natural
+    length = min(natural, request.output_limit or max_output_tokens)
     tokens: list[str] = []
     for index in range(length):
         is_mark = index > 0 and tokens[-1] not in _PUNCTUATION and rng.random() < 0.12
@@ -83,7 +83,7 @@ class LocalProvider:
         if model.latency_ms:
             await asyncio.sleep(model.latency_ms / 1000)
         self._maybe_fail(model)
-        tokens, finish_reason = _reply_tokens(model.id, request)
+        tokens, finish_reason = _reply_tokens(model, request)
         prompt_tokens = count_prompt_tokens(request.messages)
         body = ChatCompletion(
             id=_completion_id(),
@@ -101,7 +101,7 @@ class LocalProvider:
     async def open_stream(self, request: ChatCompletionRequest, model: ModelConfig) -> LocalStream:
         """A stream whose failure, if simulated, happens before its first event."""
         self._maybe_fail(model)
-        tokens, finish_reason = _reply_tokens(model.id, request)
+        tokens, finish_reason = _reply_tokens(model, request)
         include_usage = request.stream_options is not None and request.stream_options.include_usage
         return LocalStream(
             model, tokens, finish_reason, count_prompt_tokens(request.messages), include_usage=include_usage

@@ -91,6 +91,9 @@ class OpenAIProvider:
         upstream = msgspec.structs.replace(
             request, model=model.upstream_name, stream=stream, stream_options=options
         )
+        if request.output_limit is None:
+            # The credit reservation assumed this limit, so the upstream must keep to it.
+            upstream = msgspec.structs.replace(upstream, max_tokens=model.max_output_tokens)
         return ENCODER.encode(upstream)
 
     def _failure(self, status_code: int, body: bytes) -> ProviderError:
