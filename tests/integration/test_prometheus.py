@@ -353,3 +353,33 @@ def test_gateway_stdout_reaches_loki_through_the_shipper(stack):
     access = [msgspec.json.decode(line) for line in lines if '"Request completed"' in line]
     assert access
     assert any(TRACE_ID.match(line.get("trace_id", "")) for line in access)
+
+
+def test_alert_rules_load_and_the_failing_provider_alert_goes_pending(stack):
+    """The alert rules evaluate cleanly on live data, and the always-failing provider trips its alert."""
+
+    def rules() -> dict[str, dict]:
+        groups = stack.prometheus.api("rules", type="alert")["groups"]
+        return {rule["name"]: rule for group in groups for rule in group["rules"]}
+
+    def down_provider_alerting() -> dict[str, dict] | None:
+        found = rules()
+        alerts = found.get("ProviderUnavailable", {}).get("alerts", [])
+        evaluated = all(rule.get("lastEvaluation", "").startswith("2") for rule in found.values())
+        tripped = any(alert["labels"].get("provider") == "local-down" for alert in alerts)
+        return found if evaluated and tripped else None
+
+    found = wait_for(down_provider_alerting, timeout=60, interval=3.0) or rules()
+    assert set(found) == {
+        "GatewayHighErrorRatio",
+        "ProviderUnavailable",
+        "InferenceLatencyP95High",
+        "LogShipperDroppingLines",
+        "LogShipperSpoolGrowing",
+        "TargetDown",
+    }
+    assert {name: rule["health"] for name, rule in found.items()} == dict.fromkeys(found, "ok")
+    (alert,) = [a for a in found["ProviderUnavailable"]["alerts"] if a["labels"]["provider"] == "local-down"]
+    assert alert["state"] in {"pending", "firing"}
+    assert alert["labels"]["job"] == "gateway"
+    assert found["TargetDown"]["alerts"] == []
