@@ -152,7 +152,7 @@ class TestMetricsHealth:
         body = response.json()
         assert body["status"] == "degraded"
         assert body["prometheus_reachable"] is False
-        assert body["missing_jobs"] == ["gatewayz-api", "gatewayz-admin", "gatewayz-log-shipper"]
+        assert body["missing_jobs"] == ["gateway", "admin", "log-shipper"]
         assert body["reasons"][0].startswith("Prometheus: ConnectError")
 
     def test_non_prometheus_answer_is_degraded(self, make_admin):

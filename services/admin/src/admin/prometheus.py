@@ -32,7 +32,7 @@ class MetricsHealth(msgspec.Struct, frozen=True, kw_only=True):
     prometheus_reachable: bool
     targets: list[ScrapeTarget]
     missing_jobs: list[str]
-    """Expected jobs (`METRICS_SERVICES`) with no `up` series."""
+    """Expected jobs (`PROMETHEUS_JOBS`) with no `up` series."""
     down_jobs: list[str]
     """Jobs whose last scrape failed."""
     reasons: list[str]
@@ -51,7 +51,7 @@ class PrometheusClient:
         self._url = settings.prometheus_url.rstrip("/") + "/api/v1/query"
         self._shown_url = public_url(settings.prometheus_url)
         self._timeout = settings.probe_timeout_seconds
-        self._expected = settings.metrics_services
+        self._expected = settings.prometheus_jobs
         self._cache: TtlCache[MetricsHealth] = TtlCache(settings.probe_cache_seconds)
 
     async def query(self, promql: str) -> list[dict[str, Any]]:

@@ -37,8 +37,8 @@ class AdminSettings(TelemetrySettings, frozen=True, kw_only=True, forbid_unknown
     """Where the log shipper pushes (reported by `/api/instrumentation/loki/status`)."""
     tempo_url: HttpUrl = "http://tempo:3200"
     """Base URL of Tempo's query API (readiness and `/api/traces/{id}`)."""
-    metrics_services: tuple[str, ...] = ("gatewayz-api", "gatewayz-admin", "gatewayz-log-shipper")
-    """Prometheus jobs expected to be scraped (comma-separated); one missing makes metrics health degraded."""
+    prometheus_jobs: tuple[str, ...] = ("gateway", "admin", "log-shipper")
+    """Prometheus `job`s expected to be scraped (comma-separated; deploy/prometheus names them so)."""
     probe_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=2)] = 2.0
     """Bound on one probe of a dependency."""
     probe_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 5.0
