@@ -340,7 +340,11 @@ class TestImages:
     def test_dockerfile_builds_only_its_package_as_non_root(self, service):
         """Multi-stage uv build of gatewayz-<service> alone, run as a non-root user with `python -m`."""
         text = (ROOT / "services" / service / "Dockerfile").read_text()
+        bases = re.findall(r"^FROM (\S+)", text, re.MULTILINE) + re.findall(r"COPY --from=(\S+:\S+) ", text)
         assert len(re.findall(r"^FROM ", text, re.MULTILINE)) == 2
+        for image in bases:
+            # Every base image pinned to a patch release, not a moving tag.
+            assert re.search(r":v?\d+\.\d+\.\d+", image), image
         assert f"uv sync --frozen --no-dev --package gatewayz-{service} --no-editable" in text
         assert "USER app" in text
         assert f'CMD ["python", "-m", "{MODULES[service]}"]' in text
