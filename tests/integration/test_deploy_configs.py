@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from loguru import logger
 
+from support.processes import free_port
 from telemetry.dashboards import DATASOURCE_UIDS, render_dashboard, stale_files
 from telemetry.queries import DASHBOARDS
 
@@ -366,6 +371,94 @@ class TestImages:
         """The build context excludes .env, .git and virtualenvs."""
         ignored = (ROOT / ".dockerignore").read_text().split()
         assert {".env", ".git", ".venv"} <= set(ignored)
+
+
+def run_build_stage(dockerfile: Path, context: Path, workdir: Path) -> Path:
+    """Replay a Dockerfile's build stage without Docker: its COPYs into `workdir`, its RUNs there.
+
+    Only the instructions our Dockerfiles use are understood (ENV, WORKDIR, COPY from the context, RUN);
+    the virtualenv lands in `workdir/venv` instead of /app/.venv. Returns the virtualenv.
+    """
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    stages = re.split(r"^FROM .*$", text, flags=re.MULTILINE)
+    venv = workdir / "venv"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(workdir)), "UV_PYTHON": "3.11"}
+    cwd = workdir / "src"
+    for line in stages[1].splitlines():
+        instruction, _, args = line.strip().partition(" ")
+        if instruction == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in args.split()))
+        elif instruction == "WORKDIR":
+            cwd = workdir / args.lstrip("/")
+            cwd.mkdir(parents=True, exist_ok=True)
+        elif instruction == "COPY" and not args.startswith("--from"):
+            *sources, dest = args.split()
+            target = cwd / dest
+            for source in sources:
+                if (context / source).is_dir():
+                    skip = shutil.ignore_patterns("__pycache__")
+                    shutil.copytree(context / source, target, dirs_exist_ok=True, ignore=skip)
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(context / source, target)
+        elif instruction == "RUN":
+            # Where the image keeps the venv and skips the cache, the test uses its own venv and uv's cache.
+            env.update(UV_PROJECT_ENVIRONMENT=str(venv), UV_NO_CACHE="0", UV_COMPILE_BYTECODE="0")
+            result = subprocess.run(
+                ["bash", "-c", args],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert result.returncode == 0, f"RUN {args}: {result.stderr}"
+    return venv
+
+
+class TestImageBuildSteps:
+    @pytest.mark.parametrize("service", sorted(SERVICES))
+    def test_build_stage_yields_a_venv_that_runs_the_service_alone(self, service, tmp_path):
+        """The build stage gives a venv of this service and telemetry alone, runnable without sources."""
+        venv = run_build_stage(ROOT / "services" / service / "Dockerfile", ROOT, tmp_path)
+        site = next((venv / "lib").glob("python3.*/site-packages"))
+        packages = {path.name for path in site.iterdir()}
+        assert {MODULES[service], "telemetry"} <= packages
+        assert not {MODULES[other] for other in set(SERVICES) - {service}} & packages
+        assert not {"pytest", "ruff", "mypy"} & packages
+        shutil.rmtree(tmp_path / "src")  # the runtime image holds the venv only
+        port = free_port()
+        env = {
+            "PATH": str(venv / "bin"),
+            "HOME": str(tmp_path),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "TEMPO_ENABLED": "false",
+            "GATEWAY_DB_PATH": str(tmp_path / "gateway.db"),
+            "SHIPPER_SPOOL_DIR": str(tmp_path / "spool"),
+            "LOKI_PUSH_URL": f"http://127.0.0.1:{free_port()}/loki/api/v1/push",
+            "ADMIN_API_KEY": "gw_admin_image_test_key",
+        }
+        log = (tmp_path / "service.log").open("wb")
+        process = subprocess.Popen(
+            [str(venv / "bin" / "python"), "-m", MODULES[service]],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            healthy = False
+            while time.monotonic() < deadline and not healthy and process.poll() is None:
+                with contextlib.suppress(httpx.HTTPError):
+                    healthy = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+                time.sleep(0.2)
+            assert healthy, (tmp_path / "service.log").read_text()[-2000:]
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 class TestReadme:
