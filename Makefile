@@ -15,8 +15,16 @@ install: ## Install uv (if missing), Python 3.11 deps (uv.lock), Debian's promet
 	@scripts/ensure-tools.sh
 
 .PHONY: run
-run: install ## Start the stack on localhost (gateway on :8000)
-	@$(UV) run --frozen python -m gateway
+run: install ## Start gateway, admin, log-shipper and Prometheus on localhost (Ctrl-C stops all)
+	@$(UV) run --frozen python -m gatewayz_tools.stack
+
+.PHONY: verify
+verify: install ## Run the SPEC §10 checklist against a running stack (URLs from *_URL env; ARGS="--skip loki")
+	@$(UV) run --frozen python -m gatewayz_tools.verify $(ARGS)
+
+.PHONY: traffic
+traffic: install ## Send bounded synthetic traffic through the gateway (ARGS="--requests 2000")
+	@$(UV) run --frozen python -m gatewayz_tools.traffic $(ARGS)
 
 .PHONY: test
 test: install ## Run the whole test suite (unit + integration)
@@ -26,7 +34,7 @@ test: install ## Run the whole test suite (unit + integration)
 lint: install ## ruff check + format check, mypy --strict on every src/
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
-	@$(UV) run --frozen mypy shared/src services/gateway/src services/admin/src services/log-shipper/src
+	@$(UV) run --frozen mypy shared/src services/gateway/src services/admin/src services/log-shipper/src tools/src
 
 .PHONY: fmt
 fmt: install ## Apply ruff fixes and formatting

@@ -1,0 +1,1 @@
+"""Developer commands: `stack` (make run), `verify` (make verify), `traffic` (make traffic)."""
