@@ -331,8 +331,8 @@ class TestBackends:
         assert protocols["http"]["endpoint"] == "0.0.0.0:4318"
         assert "live_store" in config
         grpc = config["server"]["grpc_listen_port"]
-        assert config["backend_worker"]["backend_scheduler_addr"] == f"tempo:{grpc}"
-        assert config["querier"]["frontend_worker"]["frontend_address"] == f"tempo:{grpc}"
+        assert config["backend_worker"]["backend_scheduler_addr"] == f"127.0.0.1:{grpc}"
+        assert config["querier"]["frontend_worker"]["frontend_address"] == f"127.0.0.1:{grpc}"
         assert config["storage"]["trace"]["backend"] == "local"
         assert config["backend_worker"]["compaction"]["block_retention"] == "168h"
         (remote,) = config["metrics_generator"]["storage"]["remote_write"]
