@@ -382,7 +382,11 @@ def run_build_stage(dockerfile: Path, context: Path, workdir: Path) -> Path:
     text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
     stages = re.split(r"^FROM .*$", text, flags=re.MULTILINE)
     venv = workdir / "venv"
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(workdir)), "UV_PYTHON": "3.11"}
+    # `uv run` names its own binary in $UV, which may be outside PATH (ensure-uv.sh installs to ~/.local).
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv not found"
+    path = f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {"PATH": path, "HOME": os.environ.get("HOME", str(workdir)), "UV_PYTHON": "3.11"}
     cwd = workdir / "src"
     for line in stages[1].splitlines():
         instruction, _, args = line.strip().partition(" ")
