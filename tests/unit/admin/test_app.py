@@ -34,7 +34,7 @@ class TestOpenApi:
         assert routes == set(SPEC_TABLE) | {("GET", "/health"), ("GET", "/ready")}
 
     def test_admin_endpoints_declare_bearer_security(self, admin):
-        """Exactly the admin endpoints declare the bearer scheme, so schema-driven clients send the key."""
+        """Exactly the admin endpoints declare the bearer scheme and their 401/429/503 error documents."""
         schema = admin.get("/schema/openapi.json").json()
         assert schema["components"]["securitySchemes"]["AdminBearer"] == {
             "type": "http",
@@ -44,6 +44,10 @@ class TestOpenApi:
         for (method, path), guarded in SPEC_TABLE.items():
             operation = schema["paths"][path][method.lower()]
             assert ("security" in operation) is guarded, path
+            if guarded:
+                assert {"401", "429", "503"} <= set(operation["responses"]), path
+                error = operation["responses"]["401"]["content"]["application/json"]["schema"]
+                assert error["$ref"].endswith("/ErrorDocument")
 
     def test_verify_is_a_boolean_query_parameter(self, admin):
         """`verify` is documented as an optional boolean query parameter on both test endpoints."""

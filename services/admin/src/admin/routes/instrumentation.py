@@ -13,6 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from admin.auth import ADMIN_GUARDS, ADMIN_SECURITY
 from admin.environment import EnvironmentVariable, environment_variables, redacted_settings
+from admin.openapi import ADMIN_RESPONSES, ADMIN_WITH_QUERY_RESPONSES
 from admin.probes import ProbeResult, overall
 from admin.state import Admin, provide_admin
 from admin.synthetic import TestLog, TestTrace
@@ -75,6 +76,9 @@ class EnvironmentVariables(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+# Route handler options of the admin endpoints: the key guard, and its scheme and errors in the schema.
+_ADMIN: dict[str, Any] = {"guards": ADMIN_GUARDS, "security": ADMIN_SECURITY, "responses": ADMIN_RESPONSES}
+_ADMIN_WITH_QUERY: dict[str, Any] = {**_ADMIN, "responses": ADMIN_WITH_QUERY_RESPONSES}
 
 Verify = Annotated[
     bool,
@@ -114,7 +118,7 @@ class InstrumentationController(Controller):
             propagated="traceparent" in request.headers,
         )
 
-    @get("/loki/status", guards=ADMIN_GUARDS, security=ADMIN_SECURITY)
+    @get("/loki/status", **_ADMIN)
     async def loki_status(self, admin: Admin) -> LokiStatus:
         """Loki's URL, push URL, whether logs go there, and its readiness."""
         settings = admin.settings
@@ -125,7 +129,7 @@ class InstrumentationController(Controller):
             ready=await admin.prober.check("loki"),
         )
 
-    @get("/tempo/status", guards=ADMIN_GUARDS, security=ADMIN_SECURITY)
+    @get("/tempo/status", **_ADMIN)
     async def tempo_status(self, admin: Admin) -> TempoStatus:
         """Tempo's query URL, OTLP endpoints, protocol, sampler and readiness."""
         settings = admin.settings
@@ -140,23 +144,23 @@ class InstrumentationController(Controller):
             ready=await admin.prober.check("tempo"),
         )
 
-    @get("/config", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, sync_to_thread=False)
+    @get("/config", sync_to_thread=False, **_ADMIN)
     def config(self, admin: Admin) -> EffectiveConfig:
         """The complete effective configuration, secrets redacted."""
         settings = redacted_settings(admin.settings)
         return EffectiveConfig(service=admin.settings.service_name, settings=settings)
 
-    @post("/test-trace", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, status_code=200)
+    @post("/test-trace", status_code=200, **_ADMIN_WITH_QUERY)
     async def test_trace(self, admin: Admin, verify: Verify = False) -> TestTrace:  # noqa: FBT002 - a query parameter
         """A trace of four spans crossing admin → gateway; `?verify=true` waits (bounded) for it in Tempo."""
         return await admin.signals.test_trace(verify=verify)
 
-    @post("/test-log", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, status_code=200)
+    @post("/test-log", status_code=200, **_ADMIN_WITH_QUERY)
     async def test_log(self, admin: Admin, verify: Verify = False) -> TestLog:  # noqa: FBT002 - a query parameter
         """INFO, WARNING and ERROR lines with one trace id; `?verify=true` waits (bounded) for Loki."""
         return await admin.signals.test_log(verify=verify)
 
-    @get("/environment-variables", guards=ADMIN_GUARDS, security=ADMIN_SECURITY, sync_to_thread=False)
+    @get("/environment-variables", sync_to_thread=False, **_ADMIN)
     def environment(self) -> EnvironmentVariables:
         """Allowlisted environment variables, every secret masked."""
         return EnvironmentVariables(variables=environment_variables())

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.di import Provide
 
+from admin.openapi import RATE_LIMITED_RESPONSES
 from admin.prometheus import MetricsHealth
 from admin.state import Admin, provide_admin
 from admin.summary import MetricsSummary
@@ -84,7 +85,7 @@ class MetricsController(Controller):
         """Families across the services with type, help and live series count (cached a few seconds)."""
         return await admin.summary.summary()
 
-    @post("/test", status_code=200)
+    @post("/test", status_code=200, responses=RATE_LIMITED_RESPONSES)
     async def test(self, admin: Admin) -> WorkloadResult:
         """Drive the fixed synthetic workload through the gateway; 429 when run too often."""
         wait = admin.workload_limiter.acquire("workload")
