@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -357,6 +358,21 @@ class TestImages:
         assert "COPY services/" + service + "/ " in text
         for other in set(SERVICES) - {service}:
             assert f"COPY services/{other}/ " not in text
+
+    @pytest.mark.parametrize("service", sorted(SERVICES))
+    def test_dockerfile_copies_every_workspace_member_manifest(self, service):
+        """uv reads the lock against the whole workspace, so each member's pyproject.toml is in the image."""
+        text = (ROOT / "services" / service / "Dockerfile").read_text()
+        root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        members = [
+            path.relative_to(ROOT).as_posix()
+            for pattern in root["tool"]["uv"]["workspace"]["members"]
+            for path in sorted(ROOT.glob(pattern))
+            if (path / "pyproject.toml").is_file()
+        ]
+        assert "COPY pyproject.toml uv.lock ./" in text
+        for member in members:
+            assert f"COPY {member}/pyproject.toml {member}/" in text, member
 
     @pytest.mark.parametrize("service", sorted(SERVICES))
     def test_railway_json_builds_the_dockerfile_and_checks_health(self, service):
