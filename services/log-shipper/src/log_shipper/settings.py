@@ -15,6 +15,10 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 BatchBytes = Annotated[int, msgspec.Meta(ge=1024, le=4 * 1024 * 1024)]
 # Loki refuses an entry over 262,144 bytes (`max_line_size`).
 LineBytes = Annotated[int, msgspec.Meta(ge=1024, le=262_144)]
+# `name=value` with a Loki label name (not one set per line, not `__`-reserved) and a value Loki takes.
+StaticLabel = Annotated[
+    str, msgspec.Meta(pattern=r"^(?!(service|level|environment)=)(?!__)[a-zA-Z_][a-zA-Z0-9_]*=.{1,2048}$")
+]
 
 
 class ShipperSettings(
@@ -64,7 +68,7 @@ class ShipperSettings(
     """Longer lines are truncated with a marker and counted."""
     shipper_ingest_max_bytes: Bytes = 5 * 1024 * 1024
     """Largest `POST /ingest` body; bigger ones answer 413."""
-    shipper_static_labels: tuple[str, ...] = ()
+    shipper_static_labels: Annotated[tuple[StaticLabel, ...], msgspec.Meta(max_length=11)] = ()
     """Extra stream labels, comma-separated `name=value` pairs."""
     shipper_poll_seconds: Seconds = 0.25
     """How often idle files are checked for new lines, rotation and truncation."""

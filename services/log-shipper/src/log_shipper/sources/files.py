@@ -125,6 +125,8 @@ class FileTailer:
 
     async def read(self, tailed: TailedFile) -> bool:
         """Hand on one chunk of new lines; at the end of the file, notice rotation or truncation."""
+        if self._files.get(tailed.path) is not tailed:
+            return False  # closed after a rotation: its descriptor may already be another file's
         if await self._drain(tailed):
             return True
         return await self._at_end(tailed)

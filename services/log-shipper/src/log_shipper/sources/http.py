@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from log_shipper.batcher import LogBatcher
 from log_shipper.labels import is_service_value
@@ -19,7 +19,7 @@ def ingest_route(max_body_bytes: int) -> HTTPRouteHandler:
     @post("/ingest", request_max_body_size=max_body_bytes, status_code=200, tags=["ingest"])
     async def ingest(
         request: Request[Any, Any, Any],
-        service: str | None = Parameter(query="service", default=None, max_length=128),
+        service: Annotated[str | None, QueryParameter(max_length=128)] = None,
     ) -> dict[str, int]:
         """Ship the body's lines; `?service=` names the service of lines that carry none."""
         batcher: LogBatcher = request.app.state.batcher
