@@ -9,7 +9,6 @@ must return data, and the exemplars Prometheus stored must carry the trace ids t
 from __future__ import annotations
 
 import contextlib
-import copy
 import re
 import secrets
 import subprocess
@@ -24,13 +23,14 @@ import msgspec
 import pytest
 import yaml
 
+from gatewayz_tools.prometheus import command as prometheus_command
+from gatewayz_tools.prometheus import compose_flags, rewrite_config
 from support.fake_loki import FakeLoki
 from support.processes import ServiceProcess, free_port
 from telemetry.queries import promql_panels, resolve_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 JOBS = ("gateway", "admin", "log-shipper")
 TRACE_ID = re.compile(r"[0-9a-f]{32}\Z")
 # A catalog of the shipped models plus one provider that always fails, so 5xx, provider errors and an
@@ -52,21 +52,6 @@ error_rate = 1.0
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
-def rewrite_config(config: dict, ports: dict[str, int], config_dir: Path) -> dict:
-    """The project's config with each job's target on loopback and rule files as absolute paths."""
-    rewritten = copy.deepcopy(config)
-    for job in rewritten["scrape_configs"]:
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
-    rewritten["rule_files"] = [str(config_dir / path) for path in config.get("rule_files", [])]
-    return rewritten
-
-
-def compose_prometheus_flags() -> list[str]:
-    """The flags docker-compose.yml runs Prometheus with, minus the two paths this test sets itself."""
-    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["prometheus"]["command"]
-    return [flag for flag in command if not flag.startswith(("--config.file", "--storage.tsdb.path"))]
-
-
 class PrometheusProcess:
     """Debian's `prometheus` on a free loopback port, with a config file and a throwaway TSDB."""
 
@@ -76,13 +61,7 @@ class PrometheusProcess:
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / "prometheus.log"
-        self.command = [
-            "prometheus",
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            *compose_prometheus_flags(),
-        ]
+        self.command = prometheus_command(self.config_path, workdir / "tsdb", port)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> PrometheusProcess:
@@ -291,7 +270,7 @@ def test_config_differs_from_the_project_only_in_targets_and_rule_paths(tmp_path
             k: v for k, v in after.items() if k != "static_configs"
         }
     assert [Path(path).name for path in rewritten["rule_files"]] == original["rule_files"]
-    assert "--enable-feature=exemplar-storage" in compose_prometheus_flags()
+    assert "--enable-feature=exemplar-storage" in compose_flags()
 
 
 def test_every_target_is_up(stack):
