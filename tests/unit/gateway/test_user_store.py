@@ -91,7 +91,7 @@ class TestCredits:
         lock = threading.Lock()
 
         def worker() -> None:
-            store = UserStore.open(path)
+            store = UserStore.open(path, flush_seconds=0)
             for _ in range(100 // 8 + 1):
                 ok = store.reserve(1, to_micros(1.0))
                 with lock:
@@ -105,3 +105,27 @@ class TestCredits:
             thread.join()
         assert granted.count(True) == 10
         assert UserStore.open(path).balance(1) == 0.0
+
+
+class TestGroupCommit:
+    def test_writes_reach_other_connections_at_flush(self, tmp_path):
+        """Charges are committed in groups: another connection sees them after `flush`, not before."""
+        path = str(tmp_path / "db" / "gateway.db")
+        store = UserStore.open(path, flush_seconds=3600)
+        store.ensure_demo_user(10.0, "test-bootstrap-key")
+        store.flush()
+        assert store.reserve(1, to_micros(4.0))
+        assert store.balance(1) == 6.0  # the writer sees its own uncommitted charge
+        other = UserStore.open(path, flush_seconds=0)
+        assert other.balance(1) == 10.0
+        store.flush()
+        assert other.balance(1) == 6.0
+
+    def test_close_commits(self, tmp_path):
+        """Closing the store commits what is pending."""
+        path = str(tmp_path / "db" / "gateway.db")
+        store = UserStore.open(path, flush_seconds=3600)
+        store.ensure_demo_user(10.0, "test-bootstrap-key")
+        store.reserve(1, to_micros(1.0))
+        store.close()
+        assert UserStore.open(path).balance(1) == 9.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from gateway.routes.probes import ready
 from gateway.routes.users import get_user
 from gateway.services import GatewayServices
 from gateway.settings import GatewaySettings
-from gateway.store import DEMO_USER_ID, UserStore, write_demo_key
+from gateway.store import DEMO_USER_ID, FLUSH_SECONDS, UserStore, write_demo_key
 from telemetry import Telemetry, health, instrument, load_settings_or_exit, metrics_endpoint
 from telemetry.errors import EXCEPTION_HANDLERS
 
@@ -65,8 +66,14 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
         }
         router = Router(providers, health_by_provider, metrics, telemetry.tracer)
         inference = InferenceService(
-            catalog=catalog, router=router, store=store, cache=cache, metrics=metrics
+            catalog=catalog,
+            router=router,
+            store=store,
+            cache=cache,
+            metrics=metrics,
+            log_event=telemetry.log_sink.write_event,
         )
+        flusher = asyncio.create_task(_flush_periodically(store))
         app.state.services = GatewayServices(
             settings=settings, catalog=catalog, store=store, inference=inference
         )
@@ -78,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
         try:
             yield
         finally:
+            flusher.cancel()
             await client.aclose()
             store.close()
 
@@ -113,3 +121,10 @@ def _open_store(settings: GatewaySettings) -> UserStore:
         if sys.stderr.isatty():
             sys.stderr.write(f"\n  Demo API key for user {DEMO_USER_ID}: {key}\n  (saved to {path})\n\n")
     return store
+
+
+async def _flush_periodically(store: UserStore) -> None:
+    """Commit written-behind settlements even when no new request arrives to trigger it."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        store.flush()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
-from loguru import logger
+from opentelemetry import trace
 
 from gateway.cache import CompletionCache, cache_key, is_cacheable
 from gateway.inference_metrics import InferenceMetrics
@@ -22,6 +22,14 @@ from telemetry.errors import ApiError, error_body
 
 _MODEL_ECHO_LIMIT = 64
 T = TypeVar("T")
+LogEvent = Callable[[str, str, dict[str, Any], str | None, str | None], None]
+"""Writes one JSON line: (level, message, fields, trace_id, span_id), as `JsonSink.write_event`."""
+_LEVELS: dict[str, str] = {
+    "success": "INFO",
+    "cancelled": "INFO",
+    "client_error": "WARNING",
+    "rate_limited": "WARNING",
+}
 
 
 def cost_micros(model: ModelConfig, prompt_tokens: int, completion_tokens: int) -> int:
@@ -50,12 +58,14 @@ class InferenceService:
         store: UserStore,
         cache: CompletionCache,
         metrics: InferenceMetrics,
+        log_event: LogEvent,
     ) -> None:
         self._catalog = catalog
         self._router = router
         self._store = store
         self._cache = cache
         self._metrics = metrics
+        self._log_event = log_event
 
     def _routes(self, request: ChatCompletionRequest) -> tuple[Route, ...]:
         routes = self._catalog.routes_for(request.model)
@@ -92,7 +102,7 @@ class InferenceService:
         if self._cache.max_bytes and is_cacheable(request, opted_in=cache_opt_in):
             key = cache_key(request)
             if (cached := self._cache.get(key)) is not None:
-                _log_inference(
+                self._log(
                     user_id,
                     cached.provider,
                     cached.model,
@@ -121,7 +131,7 @@ class InferenceService:
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
             )
-        _log_inference(
+        self._log(
             user_id,
             provider,
             model,
@@ -164,7 +174,7 @@ class InferenceService:
             return await route()
         except ProviderError as exc:
             self._store.release(user_id, reserved)
-            _log_inference(
+            self._log(
                 user_id,
                 exc.provider,
                 request.model,
@@ -219,7 +229,7 @@ class InferenceService:
             charged_credits = self._charge(
                 user_id, call, reserved, stream.prompt_tokens, stream.completion_tokens
             )
-            _log_inference(
+            self._log(
                 user_id,
                 call.route.provider.name,
                 call.route.model.id,
@@ -232,6 +242,45 @@ class InferenceService:
                 stream=True,
                 error=error.message if error else None,
             )
+
+    def _log(
+        self,
+        user_id: int,
+        provider: str,
+        model: str,
+        status: CallStatus,
+        prompt_tokens: int,
+        completion_tokens: int,
+        charged_credits: float,
+        started: float,
+        *,
+        cache_hit: bool = False,
+        attempts: int = 1,
+        stream: bool = False,
+        error: str | None = None,
+    ) -> None:
+        """The one JSON line per inference, with the request's trace ids."""
+        fields: dict[str, Any] = {
+            "provider": provider,
+            "model": model[:_MODEL_ECHO_LIMIT],
+            "status": status,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "credits": charged_credits,
+            "cache_hit": cache_hit,
+            "stream": stream,
+            "attempts": attempts,
+            "user_id": user_id,
+            "duration_ms": round((perf_counter() - started) * 1000, 3),
+        }
+        if error is not None:
+            fields["error"] = error
+        message = "Inference completed" if status == "success" else "Inference failed"
+        context = trace.get_current_span().get_span_context()
+        trace_id = span_id = None
+        if context.is_valid:
+            trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
+        self._log_event(_LEVELS.get(status, "ERROR"), message, fields, trace_id, span_id)
 
     def _charge(
         self, user_id: int, call: Call, reserved: int, prompt_tokens: int, completion_tokens: int
@@ -256,44 +305,3 @@ class InferenceService:
             exemplar=call.exemplar,
         )
         return charged_credits
-
-
-def _log_inference(
-    user_id: int,
-    provider: str,
-    model: str,
-    status: CallStatus,
-    prompt_tokens: int,
-    completion_tokens: int,
-    charged_credits: float,
-    started: float,
-    *,
-    cache_hit: bool = False,
-    attempts: int = 1,
-    stream: bool = False,
-    error: str | None = None,
-) -> None:
-    """The one JSON line per inference."""
-    level = (
-        "INFO"
-        if status in {"success", "cancelled"}
-        else "WARNING"
-        if status in {"client_error", "rate_limited"}
-        else "ERROR"
-    )
-    fields: dict[str, object] = {
-        "provider": provider,
-        "model": model[:_MODEL_ECHO_LIMIT],
-        "status": status,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "credits": charged_credits,
-        "cache_hit": cache_hit,
-        "stream": stream,
-        "attempts": attempts,
-        "user_id": user_id,
-        "duration_ms": round((perf_counter() - started) * 1000, 3),
-    }
-    if error is not None:
-        fields["error"] = error
-    logger.log(level, "Inference completed" if status == "success" else "Inference failed", **fields)

@@ -34,21 +34,29 @@ _PUNCTUATION = (",", ".")
 _TOKENS_PER_CHUNK = 4
 
 
+# One token per byte value: mostly words, one in eight a punctuation mark.
+_TOKEN_FOR_BYTE = tuple(
+    _PUNCTUATION[value >> 7] if value % 8 == 7 else _WORDS[value % len(_WORDS)] for value in range(256)
+)
+
+
 def _reply_tokens(model: ModelConfig, request: ChatCompletionRequest) -> tuple[list[str], str]:
     """The reply's tokens (each a word or a mark) and its finish reason; the same prompt, the same reply."""
     digest = hashlib.sha256(model.id.encode())
-    max_output_tokens = model.max_output_tokens
     for message in request.messages:
         digest.update(message.role.encode())
         digest.update(message.text().encode())
-    rng = random.Random(digest.digest())  # noqa: S311 - determinism, not security
-    natural = 12 + rng.randrange(40)
-    length = min(natural, request.output_limit or max_output_tokens)
-    tokens: list[str] = []
-    for index in range(length):
-        is_mark = index > 0 and tokens[-1] not in _PUNCTUATION and rng.random() < 0.12
-        tokens.append(rng.choice(_PUNCTUATION) if is_mark else rng.choice(_WORDS))
-    return tokens, "length" if length < natural else "stop"
+    stream = hashlib.shake_256(digest.digest()).digest(64)
+    natural = 12 + stream[0] % 40
+    length = min(natural, request.output_limit or model.max_output_tokens)
+    tokens = [_WORDS[stream[1] % len(_WORDS)]]
+    for value in stream[2 : length + 1]:
+        token = _TOKEN_FOR_BYTE[value]
+        # Never two marks in a row.
+        tokens.append(
+            _WORDS[value % len(_WORDS)] if token in _PUNCTUATION and tokens[-1] in _PUNCTUATION else token
+        )
+    return tokens[:length], "length" if length < natural else "stop"
 
 
 def _join(tokens: list[str], *, leading_space: bool = False) -> str:

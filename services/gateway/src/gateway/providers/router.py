@@ -65,6 +65,7 @@ class Router:
         self._health = health
         self._metrics = metrics
         self._tracer = tracer
+        self._attributes: dict[tuple[str, str], dict[str, Any]] = {}
 
     def order(self, routes: Sequence[Route]) -> list[Route]:
         """Available providers first, catalog order otherwise (unavailable ones are still tried last)."""
@@ -124,21 +125,16 @@ class Router:
         raise failure
 
     def _start(self, route: Route, request: ChatCompletionRequest, attempt: int) -> Call:
-        provider = route.provider
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.system": provider.kind,
-            "gen_ai.provider.name": provider.name,
-            "gen_ai.request.model": route.model.upstream_name,
-            "gatewayz.model": route.model.id,
-            "gatewayz.attempt": attempt,
-        }
+        key = (route.provider.name, route.model.id)
+        if (base := self._attributes.get(key)) is None:
+            base = self._attributes[key] = _base_attributes(route)
+        attributes = dict(base)
+        if attempt > 1:
+            attributes["gatewayz.attempt"] = attempt
         if request.temperature is not None:
             attributes["gen_ai.request.temperature"] = request.temperature
         if request.output_limit is not None:
             attributes["gen_ai.request.max_tokens"] = request.output_limit
-        if provider.base_url is not None:
-            attributes["server.address"] = provider.base_url.split("://", 1)[-1].split("/", 1)[0]
         span = self._tracer.start_span(
             f"chat {route.model.upstream_name}", kind=SpanKind.CLIENT, attributes=attributes
         )
@@ -172,13 +168,28 @@ class Router:
         self._health[provider].record(ok=status in _HEALTHY, seconds=seconds)
         self._metrics.record_call(provider, model, status, seconds, call.exemplar)
         span = call.span
+        attributes: dict[str, Any] = {
+            "gen_ai.usage.input_tokens": prompt_tokens,
+            "gen_ai.usage.output_tokens": completion_tokens,
+        }
         if response_model is not None:
-            span.set_attribute("gen_ai.response.model", response_model)
-        span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-        span.set_attribute("gatewayz.status", status)
+            attributes["gen_ai.response.model"] = response_model
         if error is not None:
-            span.set_attribute("error.type", type(error).__name__)
+            attributes["error.type"] = type(error).__name__
             span.set_status(Status(StatusCode.ERROR, error.message))
+        span.set_attributes(attributes)
         span.end()
         return seconds
+
+
+def _base_attributes(route: Route) -> dict[str, Any]:
+    """The GenAI attributes every call on `route` carries."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": route.provider.kind,
+        "gen_ai.provider.name": route.provider.name,
+        "gen_ai.request.model": route.model.upstream_name,
+    }
+    if route.provider.base_url is not None:
+        attributes["server.address"] = route.provider.base_url.split("://", 1)[-1].split("/", 1)[0]
+    return attributes
