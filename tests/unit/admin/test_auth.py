@@ -17,33 +17,38 @@ ADMIN_ENDPOINTS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
 class TestAuthMatrix:
-    def test_no_key_is_401(self, admin, method, path):
-        """Without an Authorization header an admin endpoint answers 401 in the error shape."""
-        response = admin.request(method, path)
-        assert response.status_code == 401
-        assert response.json()["error"]["type"] == "authentication_error"
-        assert response.headers["www-authenticate"].startswith("Bearer")
+    """Each case runs over every admin endpoint (one app per case keeps the suite fast)."""
 
-    def test_wrong_key_is_401(self, admin, method, path):
-        """A wrong Bearer key answers 401."""
-        response = admin.request(method, path, headers={"Authorization": "Bearer not-the-key"})
-        assert response.status_code == 401
-        assert response.json()["error"]["message"] == "invalid admin key"
+    def test_no_key_is_401(self, admin):
+        """Without an Authorization header every admin endpoint answers 401 in the error shape."""
+        for method, path in ADMIN_ENDPOINTS:
+            response = admin.request(method, path)
+            assert response.status_code == 401, path
+            assert response.json()["error"]["type"] == "authentication_error"
+            assert response.headers["www-authenticate"].startswith("Bearer")
 
-    def test_right_key_is_200(self, admin, method, path):
-        """The configured key opens the endpoint."""
-        assert admin.request(method, path, headers=BEARER).status_code == 200
+    def test_wrong_key_is_401(self, admin):
+        """A wrong Bearer key answers 401 on every admin endpoint."""
+        for method, path in ADMIN_ENDPOINTS:
+            response = admin.request(method, path, headers={"Authorization": "Bearer not-the-key"})
+            assert response.status_code == 401, path
+            assert response.json()["error"]["message"] == "invalid admin key"
 
-    def test_no_key_configured_is_503_never_open(self, make_admin, method, path):
-        """With ADMIN_API_KEY unset the endpoint refuses every caller and says how to set a key."""
+    def test_right_key_is_200(self, admin):
+        """The configured key opens every admin endpoint."""
+        for method, path in ADMIN_ENDPOINTS:
+            assert admin.request(method, path, headers=BEARER).status_code == 200, path
+
+    def test_no_key_configured_is_503_never_open(self, make_admin):
+        """With ADMIN_API_KEY unset every admin endpoint refuses every caller and says how to set a key."""
         client = make_admin(admin_api_key=None)
-        for headers in ({}, BEARER, {"Authorization": "Bearer "}):
-            response = client.request(method, path, headers=headers)
-            assert response.status_code == 503
-            assert response.json()["error"]["message"] == GENERATE_KEY_HINT
-            assert "ADMIN_API_KEY" in GENERATE_KEY_HINT
+        for method, path in ADMIN_ENDPOINTS:
+            for headers in ({}, BEARER, {"Authorization": "Bearer "}):
+                response = client.request(method, path, headers=headers)
+                assert response.status_code == 503, path
+                assert response.json()["error"]["message"] == GENERATE_KEY_HINT
+        assert "ADMIN_API_KEY" in GENERATE_KEY_HINT
 
 
 class TestBearerParsing:
