@@ -147,7 +147,7 @@ class TestRequestErrors:
             (chat("echo", max_tokens=0), "max_tokens"),
             (chat("echo", stream="yes"), "stream"),
             ({"model": "echo", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-            (chat("echo", surprise=1), "surprise"),
+            (chat("echo", surprise=1), "surprise: unknown field"),
         ],
     )
     def test_bad_body_is_400_naming_the_field(self, client, body, field):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -131,15 +132,20 @@ class ChatCompletionChunk(msgspec.Struct, frozen=True, kw_only=True):
 
 def describe_validation_error(exc: msgspec.MsgspecError) -> str:
     """`Expected int >= 1, got 0 - at $.max_tokens` → `max_tokens: expected int >= 1, got 0`."""
-    message = str(exc)
-    reason, _, where = message.rpartition(" - at `$")
-    if not where:
-        return f"invalid request body: {message}"
-    field = where.rstrip("`").lstrip(".") or "body"
+    reason, separator, where = str(exc).rpartition(" - at `$")
+    if not separator:
+        reason, where = str(exc), ""
+    field = where.rstrip("`").lstrip(".")
+    if unknown := _UNKNOWN_FIELD.match(reason):
+        field = f"{field}.{unknown[1]}" if field else unknown[1]
+        reason = "unknown field"
     reason = reason.replace("`", "")
-    return f"{field}: {reason[:1].lower()}{reason[1:]}"
+    if reason[1:2].islower():  # "Expected ..." reads on after a colon; "JSON ..." keeps its capitals
+        reason = reason[:1].lower() + reason[1:]
+    return f"{field}: {reason}" if field else f"invalid request body: {reason}"
 
 
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.+)`")
 REQUEST_DECODER = msgspec.json.Decoder(ChatCompletionRequest)
 """Decodes and validates request bodies."""
 ENCODER = msgspec.json.Encoder()
