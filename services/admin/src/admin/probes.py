@@ -70,12 +70,10 @@ def _join(base: str, path: str) -> str:
 class Prober:
     """Probes targets concurrently; each result is reused for `cache_seconds` across all callers."""
 
-    def __init__(
-        self, upstream: Upstream, settings: AdminSettings, *, targets_: tuple[Target, ...] | None = None
-    ) -> None:
+    def __init__(self, upstream: Upstream, settings: AdminSettings) -> None:
         self._upstream = upstream
         self._timeout = settings.probe_timeout_seconds
-        self._targets = {target.name: target for target in (targets_ or targets(settings))}
+        self._targets = {target.name: target for target in targets(settings)}
         self._cache: TtlCache[ProbeResult] = TtlCache(settings.probe_cache_seconds)
 
     async def check_all(self) -> list[ProbeResult]:

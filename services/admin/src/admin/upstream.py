@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -78,7 +77,6 @@ class Upstream:
             set_status_on_exception=False,
         ) as span:
             _PROPAGATOR.inject(outgoing)
-            start = time.perf_counter()
             try:
                 response = await self._client.request(
                     method, url, headers=outgoing, params=params, json=json, timeout=timeout
@@ -94,7 +92,6 @@ class Upstream:
                 return response
             span.set_status(Status(StatusCode.ERROR, reason))
             span.set_attribute("error.type", "unreachable")
-            span.set_attribute("duration_ms", round((time.perf_counter() - start) * 1000, 3))
             raise UpstreamError(reason)
 
 
