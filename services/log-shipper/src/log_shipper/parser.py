@@ -106,124 +106,126 @@ class LineParser:
         self._decoder = msgspec.json.Decoder(LineHead)
         self._timestamps = TimestampParser()
         self._newest: dict[tuple[str, str], int] = {}
+        self._now = self._low = self._high = 0
+        self._retimed = False
 
     def parse(self, block: bytes, default_service: str, batch: Batch) -> ParseCounts:
         """Add the lines of `block` (complete lines joined by newlines) to `batch`; blank ones are skipped."""
         if not block:
             return ParseCounts()
-        return self.parse_lines(block.split(b"\n"), default_service, batch)
+        # One decode and one split for the whole block: "\n" is one byte in UTF-8 and a replacement
+        # character never is, so the text lines pair up with the byte lines one to one.
+        texts = block.decode("utf-8", "replace").split("\n")
+        long = len(block) > self.max_line_bytes
+        return self.parse_lines(block.split(b"\n"), texts, default_service, batch, may_be_long=long)
 
-    def parse_lines(  # noqa: C901 - the per-line loop is inlined on purpose: each call costs
-        self, lines: list[bytes], default_service: str, batch: Batch
+    def parse_lines(
+        self, lines: list[bytes], texts: list[str], default_service: str, batch: Batch, *, may_be_long: bool
     ) -> ParseCounts:
-        """Add `lines` (without newlines) to `batch` one by one; blank lines are skipped."""
+        """Add `lines` (their decoded `texts` beside them) to `batch`."""
         counts = ParseCounts()
         now = time.time_ns()
-        low, high = now - MAX_AGE_NS, now + MAX_AHEAD_NS
+        self._now, self._low, self._high = now, now - MAX_AGE_NS, now + MAX_AHEAD_NS
         decode = self._decoder.decode
-        routes = batch.routes
+        stamp_text = self._stamp_text
         limit = self.max_line_bytes
+        # Per call: (service, level) as written → its stream buffer, and where this call's entries start.
+        routes: dict[tuple[str | None, str | None], StreamBuffer] = {}
+        starts: dict[StreamBuffer, int] = {}
         last_value: object = None
-        last_parsed = now
-        last_ts = -1
-        last_text = ""
-        kept = 0
-        # The hot loop: one decode, two dict lookups and an append per well-formed line; every rarer
-        # case (not JSON, Docker, over-long, odd timestamp) leaves it through `_slow`.
-        for raw in lines:
+        last_text = str(now)
+        slow = 0
+        # The hot loop: one decode, one dict lookup and one append per plain JSON line. Everything rarer
+        # (not JSON, Docker, over-long) goes through `_slow`; ordering within streams is checked after.
+        retimed = False
+        for raw, text in zip(lines, texts):  # noqa: B905 - equal lengths by construction; strict costs
             try:
                 head: LineHead = decode(raw)
             except msgspec.DecodeError:
-                kept += self._slow(raw, None, default_service, batch, counts, now)
+                slow += self._slow(raw, text, None, default_service, batch, routes, starts, counts)
                 continue
-            if head.log is not None or len(raw) > limit:
-                kept += self._slow(raw, head, default_service, batch, counts, now)
+            if head.log is not None or (may_be_long and len(raw) > limit):
+                slow += self._slow(raw, text, head, default_service, batch, routes, starts, counts)
                 continue
-            route = (head.service, head.level, default_service)
-            buffer = routes.get(route)
+            key = (head.service, head.level)
+            buffer = routes.get(key)
             if buffer is None:
-                buffer = self._route(route, batch)
+                buffer = self._route(key, default_service, batch, routes, starts)
             stamp = head.timestamp
             if stamp != last_value:
                 last_value = stamp
-                last_parsed = self._time(stamp, now)
-            ts = last_parsed
-            if ts < low or ts > high:
-                ts = now
+                last_text = stamp_text(stamp)
+                retimed = self._retimed
+            if retimed:
                 counts.retimed += 1
-            if ts > buffer.newest:
-                buffer.newest = ts
-            elif ts < buffer.newest - MAX_BEHIND_NS:
-                ts = buffer.newest - MAX_BEHIND_NS
-                counts.retimed += 1
-            if ts != last_ts:
-                last_ts = ts
-                last_text = str(ts)
-            buffer.values.append((last_text, raw.decode("utf-8", "replace")))
-            kept += 1
-        self._remember(batch)
+            buffer.values.append((last_text, text))
+        kept = 0
+        for buffer, start in starts.items():
+            kept += len(buffer.values) - start
+            counts.retimed += _keep_in_order(buffer, start)
+        for key, buffer in batch.streams.items():
+            self._newest[key] = buffer.newest
         counts.lines = kept
-        counts.bytes = sum(map(len, lines))
+        counts.bytes = sum(map(len, lines))  # without the newlines
         if kept:
             batch.lines += kept
             batch.bytes += counts.bytes + ENTRY_OVERHEAD * kept
         return counts
 
-    def _time(self, stamp: str | float | None, now: int) -> int:
-        if stamp is None:
-            return now
-        parsed = self._timestamps.parse(stamp)
-        return now if parsed is None else parsed
+    def _stamp_text(self, stamp: str | float | None) -> str:
+        """The entry time as Loki's ns string; the read time if absent, unreadable or out of Loki's window."""
+        ts = None if stamp is None else self._timestamps.parse(stamp)
+        self._retimed = ts is not None and not self._low <= ts <= self._high
+        if ts is None or self._retimed:
+            ts = self._now
+        return str(ts)
 
-    def _route(self, route: tuple[str | None, str | None, str], batch: Batch) -> StreamBuffer:
-        """The stream buffer for raw (service, level, default service) values, created on first use."""
-        raw_service, raw_level, default_service = route
+    def _route(
+        self,
+        key: tuple[str | None, str | None],
+        default_service: str,
+        batch: Batch,
+        routes: dict[tuple[str | None, str | None], StreamBuffer],
+        starts: dict[StreamBuffer, int],
+    ) -> StreamBuffer:
+        """The stream buffer for raw (service, level) values, created on first use."""
+        raw_service, raw_level = key
         service = self.labels.service(raw_service, default_service) if raw_service else default_service
-        key = (service, self.labels.level(raw_level) if raw_level is not None else UNKNOWN_LEVEL)
-        buffer = batch.streams.get(key)
+        stream = (service, self.labels.level(raw_level) if raw_level is not None else UNKNOWN_LEVEL)
+        buffer = batch.streams.get(stream)
         if buffer is None:
-            buffer = StreamBuffer(self.labels.encode(*key), self._newest.get(key, 0))
-            batch.streams[key] = buffer
-        batch.routes[route] = buffer
+            buffer = StreamBuffer(self.labels.encode(*stream), self._newest.get(stream, 0))
+            batch.streams[stream] = buffer
+        routes[key] = buffer
+        starts.setdefault(buffer, len(buffer.values))
         return buffer
-
-    def _remember(self, batch: Batch) -> None:
-        for key, buffer in batch.streams.items():
-            self._newest[key] = buffer.newest
 
     def _slow(
         self,
         raw: bytes,
+        text: str,
         head: LineHead | None,
         default_service: str,
         batch: Batch,
+        routes: dict[tuple[str | None, str | None], StreamBuffer],
+        starts: dict[StreamBuffer, int],
         counts: ParseCounts,
-        now: int,
     ) -> int:
         """A line off the fast path: blank (skipped, 0), not JSON, Docker-wrapped or over the limit."""
         if not raw or raw.isspace():
             return 0
         if head is None:
-            text = raw.decode("utf-8", "replace").rstrip("\r")
+            text = text.rstrip("\r")
             head = LineHead()
         elif head.log is not None and head.time is not None:
             head, text = self._unwrap_docker(head)
-        else:
-            text = raw.decode("utf-8", "replace")
         if len(text) > self.max_line_bytes // 4:
             text, truncated = self._bounded(text)
             counts.truncated += truncated
-        buffer = self._route((head.service, head.level, default_service), batch)
-        ts = self._time(head.timestamp, now)
-        if ts < now - MAX_AGE_NS or ts > now + MAX_AHEAD_NS:
-            ts = now
-            counts.retimed += 1
-        if ts > buffer.newest:
-            buffer.newest = ts
-        elif ts < buffer.newest - MAX_BEHIND_NS:
-            ts = buffer.newest - MAX_BEHIND_NS
-            counts.retimed += 1
-        buffer.values.append((str(ts), text))
+        buffer = self._route((head.service, head.level), default_service, batch, routes, starts)
+        ts_text = self._stamp_text(head.timestamp)
+        counts.retimed += self._retimed
+        buffer.values.append((ts_text, text))
         return 1
 
     def _unwrap_docker(self, wrapper: LineHead) -> tuple[LineHead, str]:
@@ -245,3 +247,30 @@ class LineParser:
         marker = f" …[truncated {len(encoded)} bytes]"
         keep = self.max_line_bytes - len(marker.encode())
         return encoded[:keep].decode("utf-8", "ignore") + marker, 1
+
+
+def _keep_in_order(buffer: StreamBuffer, start: int) -> int:
+    """Move up entries from `start` on that are over 50 min behind their stream's newest; how many moved.
+
+    All entry times are within Loki's window, so they have 19 digits and compare as strings: the common
+    case is settled by one `min`/`max` over the new entries, without a Python loop.
+    """
+    values = buffer.values
+    if start >= len(values):
+        return 0
+    new = values[start:]
+    oldest, newest = int(min(new)[0]), int(max(new)[0])
+    if oldest >= max(buffer.newest, newest) - MAX_BEHIND_NS:
+        buffer.newest = max(buffer.newest, newest)
+        return 0
+    moved = 0
+    latest = buffer.newest
+    for index in range(start, len(values)):
+        ts = int(values[index][0])
+        if ts > latest:
+            latest = ts
+        elif ts < latest - MAX_BEHIND_NS:
+            values[index] = (str(latest - MAX_BEHIND_NS), values[index][1])
+            moved += 1
+    buffer.newest = latest
+    return moved
