@@ -1,17 +1,18 @@
 """Gateway overhead: the full gateway vs the local provider called directly, provider latency 0 ms.
 
-    uv run python bench/gateway_overhead.py [--rounds 3] [--seconds 10] [--rate 300] [--connections 16]
+    uv run python bench/gateway_overhead.py [--rounds 3] [--seconds 10] [--rate N] [--connections 16]
 
 Both servers run the same catalog (one local model, 0 ms, no errors) under uvicorn pinned to CPU 0; the load
 generators and the OTLP sink run on CPU 1. The gateway runs with full telemetry: Bearer auth against SQLite,
 credit reservation and settlement, routing, inference metrics, a server and a provider span exported over
 OTLP/HTTP to a sink, the access line and the inference line on stdout (to /dev/null).
 
-Per round, variants alternating:
-- fixed rate: an open-loop client sends `--rate` requests/s (well below saturation) over keep-alive
-  connections for `--seconds`; latency is measured from each request's *scheduled* time, so a stall is not
-  hidden (no coordinated omission). Added p50/p99 = gateway - direct, within the round.
+Per round, variants alternating, each on a fresh server:
 - peak: `wrk -t1 -c{connections}`, a Lua script POSTing the same JSON: throughput, server CPU per request.
+- fixed rate: an open-loop client sends `--rate` requests/s (default: a quarter of the gateway's peak,
+  calibrated before the rounds, so well below saturation) over keep-alive connections for `--seconds`;
+  latency counts from each request's *scheduled* time, so a stall is not hidden (no coordinated
+  omission). Added p50/p99 = gateway - direct, within the round.
 Then medians (min-max) over rounds and the ratios.
 """
 
@@ -207,10 +208,10 @@ def measure(
     server = start(variant, port, workdir, otlp_url)
     try:
         run_wrk(port, 2, args.connections, workdir / "post.lua")  # warm-up
-        latencies = run_fixed_rate(port, args.rate, args.seconds, 4)
         before = cpu_seconds(server.pid)
         rps, total = run_wrk(port, args.seconds, args.connections, workdir / "post.lua")
         cpu = cpu_seconds(server.pid) - before
+        latencies = run_fixed_rate(port, args.rate, args.seconds, 4)
         return {
             "p50": percentile(latencies, 0.50),
             "p99": percentile(latencies, 0.99),
@@ -229,7 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests/s; 0 = a quarter of the gateway's peak"
+    )
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
 
@@ -243,6 +246,15 @@ def main() -> None:
     otlp_url = f"http://127.0.0.1:{sink_port}"
     results: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
     try:
+        if not args.rate:
+            server = start("gateway", port, workdir, otlp_url)
+            try:
+                run_wrk(port, 2, args.connections, workdir / "post.lua")
+                peak, _ = run_wrk(port, 3, args.connections, workdir / "post.lua")
+            finally:
+                stop(server)
+            args.rate = max(10.0, round(peak / 4, -1))
+            print(f"calibrated: gateway peak {peak:.0f} req/s, fixed rate {args.rate:.0f} req/s", flush=True)
         for round_no in range(args.rounds):
             order = ("direct", "gateway") if round_no % 2 == 0 else ("gateway", "direct")
             for variant in order:

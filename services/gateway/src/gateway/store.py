@@ -109,6 +109,7 @@ class UserStore:
         self._flush_seconds = flush_seconds
         self._clock = clock
         self._keys: dict[str, int] = {}
+        self._usage: dict[tuple[int, str], list[int]] = {}
         self._began = 0.0
 
     @classmethod
@@ -186,6 +187,7 @@ class UserStore:
 
     def usage(self, user_id: int) -> list[ModelUsage]:
         """Usage by model, most credits first."""
+        self._write_usage()
         rows = self._db.execute(
             "SELECT model, requests, prompt_tokens, completion_tokens, credits_micros FROM usage "
             "WHERE user_id = ? ORDER BY credits_micros DESC, model",
@@ -240,14 +242,16 @@ class UserStore:
                 "UPDATE users SET balance_micros = balance_micros + ? WHERE id = ?",
                 (reserved - charged, user_id),
             )
-        self._db.execute(
-            "INSERT INTO usage (user_id, model, requests, prompt_tokens, completion_tokens, "
-            "credits_micros) VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (user_id, model) DO UPDATE SET "
-            "requests = requests + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-            "completion_tokens = completion_tokens + excluded.completion_tokens, "
-            "credits_micros = credits_micros + excluded.credits_micros",
-            (user_id, model, prompt_tokens, completion_tokens, charged),
-        )
+        # Usage is summed in memory and written with the commit (or before it is read): one statement per
+        # (user, model) per commit instead of one per request.
+        totals = self._usage.get((user_id, model))
+        if totals is None:
+            self._usage[user_id, model] = [1, prompt_tokens, completion_tokens, charged]
+        else:
+            totals[0] += 1
+            totals[1] += prompt_tokens
+            totals[2] += completion_tokens
+            totals[3] += charged
         self._commit_if_due()
         return charged
 
@@ -261,8 +265,24 @@ class UserStore:
         if self._clock() - self._began >= self._flush_seconds:
             self.flush()
 
+    def _write_usage(self) -> None:
+        if not self._usage:
+            return
+        usage, self._usage = self._usage, {}
+        self._begin()
+        self._db.executemany(
+            "INSERT INTO usage (user_id, model, requests, prompt_tokens, completion_tokens, credits_micros) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, model) DO UPDATE SET "
+            "requests = requests + excluded.requests, "
+            "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+            "completion_tokens = completion_tokens + excluded.completion_tokens, "
+            "credits_micros = credits_micros + excluded.credits_micros",
+            [(user_id, model, *totals) for (user_id, model), totals in usage.items()],
+        )
+
     def flush(self) -> None:
-        """Commit the open write transaction, if any."""
+        """Write summed usage and commit the open write transaction, if any."""
+        self._write_usage()
         if self._db.in_transaction:
             self._db.execute("COMMIT")
 

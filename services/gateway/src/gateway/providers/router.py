@@ -44,11 +44,8 @@ class Call:
     started: float
     attempts: int
     """How many providers were tried for this request, this one included."""
-
-    @property
-    def exemplar(self) -> Exemplar:
-        """The trace exemplar for the series this call touches."""
-        return exemplar_for(self.span)
+    exemplar: Exemplar
+    """The trace exemplar for the series this call touches (None when the span is not sampled)."""
 
 
 class Router:
@@ -69,6 +66,8 @@ class Router:
 
     def order(self, routes: Sequence[Route]) -> list[Route]:
         """Available providers first, catalog order otherwise (unavailable ones are still tried last)."""
+        if len(routes) == 1:
+            return list(routes)
         return sorted(routes, key=lambda route: not self._health[route.provider.name].available)
 
     async def complete(
@@ -107,9 +106,7 @@ class Router:
             call = self._start(route, request, attempt)
             name = route.provider.name
             try:
-                with trace.use_span(call.span, end_on_exit=False):
-                    async with asyncio.timeout(route.provider.timeout_seconds):
-                        result = await attempt_with(self._providers[name], route.model)
+                result = await self._attempt(call, attempt_with)
             except TimeoutError:
                 failure = self._fail(call, ProviderTimeoutError(name, f"{name} timed out"))
             except ProviderError as exc:
@@ -123,6 +120,16 @@ class Router:
                 raise failure
         assert failure is not None  # noqa: S101 - routes is never empty: unknown models are rejected first
         raise failure
+
+    async def _attempt(self, call: Call, attempt_with: Callable[[Provider, ModelConfig], Awaitable[T]]) -> T:
+        """One bounded call; the provider span is made current only where a `traceparent` goes out."""
+        route = call.route
+        provider = self._providers[route.provider.name]
+        if route.provider.kind == "local" and route.model.latency_ms / 1000 < route.provider.timeout_seconds:
+            return await attempt_with(provider, route.model)  # in-process and shorter than its timeout
+        with trace.use_span(call.span, end_on_exit=False):
+            async with asyncio.timeout(route.provider.timeout_seconds):
+                return await attempt_with(provider, route.model)
 
     def _start(self, route: Route, request: ChatCompletionRequest, attempt: int) -> Call:
         key = (route.provider.name, route.model.id)
@@ -138,7 +145,7 @@ class Router:
         span = self._tracer.start_span(
             f"chat {route.model.upstream_name}", kind=SpanKind.CLIENT, attributes=attributes
         )
-        return Call(route, span, perf_counter(), attempt)
+        return Call(route, span, perf_counter(), attempt, exemplar_for(span))
 
     def _fail(self, call: Call, exc: ProviderError) -> ProviderError:
         self.finish(call, exc.status, error=exc)
