@@ -7,7 +7,7 @@ import asyncio
 import msgspec
 import pytest
 
-from log_shipper.batcher import LogBatcher
+from log_shipper.batcher import LogBatcher, SpoolWriteError
 from log_shipper.positions import Position, Positions
 from log_shipper.spool import Spool
 
@@ -78,6 +78,25 @@ class TestLogBatcher:
         await asyncio.gather(*(batcher.flush(g) for g in generations))
         assert len(spool) == 1
         assert spool.lines == 5
+
+    @pytest.mark.anyio
+    async def test_disk_error_keeps_the_lines_and_retries(self, tmp_path, parser, metrics, monkeypatch):
+        """A failed spool write raises (ingest answers 503) but loses nothing: the next flush writes it."""
+        batcher, spool, _ = batcher_for(tmp_path, parser, metrics)
+
+        def refuse(_path, _data):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("log_shipper.batcher.write_durably", refuse)
+        await batcher.add(b"kept\nalso kept", "http", "s")
+        with pytest.raises(SpoolWriteError):
+            await batcher.flush()
+        assert len(spool) == 0
+        monkeypatch.undo()
+        await batcher.add(b"later", "http", "s")
+        await batcher.flush()
+        assert spool.lines == 3
+        assert len(spool) == 2
 
     @pytest.mark.anyio
     async def test_loki_disabled_counts_and_drops(self, tmp_path, parser, metrics, registry):

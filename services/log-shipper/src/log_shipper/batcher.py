@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -13,7 +15,21 @@ from log_shipper.batch import Batch
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.parser import LineParser
 from log_shipper.positions import Position, Positions
-from log_shipper.spool import Spool, sync_directory, write_durably
+from log_shipper.spool import Segment, Spool, sync_directory, write_durably
+from log_shipper.throttle import LogThrottle
+
+
+class SpoolWriteError(OSError):
+    """The spool could not be written; the sealed lines are kept in memory and written later."""
+
+
+@dataclass(slots=True)
+class _Unsaved:
+    """A sealed batch (or positions alone) waiting to be written to disk."""
+
+    segment: Segment | None
+    body: bytes
+    positions: dict[str, Position] | None
 
 
 class Checkpointed(Protocol):
@@ -51,6 +67,8 @@ class LogBatcher:
         self._sources: list[Checkpointed] = []
         self._wake = asyncio.Event()
         self._saved: dict[str, Position] | None = None
+        self._unsaved: deque[_Unsaved] = deque()
+        self._throttle = LogThrottle()
 
     def watch(self, source: Checkpointed) -> None:
         """Save `source`'s positions with every sealed batch."""
@@ -86,7 +104,7 @@ class LogBatcher:
         """Seal everything added up to `generation` (default: now) and return once it is durable."""
         target = self._open_gen if generation is None else generation
         async with self._lock:
-            if self._sealed_gen >= target:
+            if self._sealed_gen >= target and not self._unsaved:
                 return
             await self._seal()
 
@@ -97,15 +115,42 @@ class LogBatcher:
         positions = self._checkpoint()
         if batch.lines and self.spool is not None:
             segment = self.spool.reserve(batch.lines)
-            body = batch.encode(self._encoder)
-            await asyncio.to_thread(self._persist, segment.path, body, positions)
-            self.spool.append(segment, body)
+            self._unsaved.append(_Unsaved(segment, batch.encode(self._encoder), positions))
         else:
             if batch.lines:
                 self.metrics.dropped_by_reason["loki_disabled"].inc(batch.lines)
             if positions is not None:
-                await asyncio.to_thread(self._persist, None, b"", positions)
+                self._unsaved.append(_Unsaved(None, b"", positions))
+        await self._write_unsaved()
         self._sealed_gen = sealed_gen
+
+    async def _write_unsaved(self) -> None:
+        """Persist sealed batches in order; on a disk error keep them (bounded), raise `SpoolWriteError`."""
+        while self._unsaved:
+            item = self._unsaved[0]
+            path = item.segment.path if item.segment is not None else None
+            try:
+                await asyncio.to_thread(self._persist, path, item.body, item.positions)
+            except OSError as exc:
+                self._shed_unsaved()
+                self._throttle.error(
+                    "spool_write",
+                    "Cannot write the spool; sealed lines kept in memory and retried",
+                    error=str(exc),
+                    batches_waiting=len(self._unsaved),
+                )
+                raise SpoolWriteError(str(exc)) from exc
+            self._unsaved.popleft()
+            if item.segment is not None and self.spool is not None:
+                self.spool.append(item.segment, item.body)
+
+    def _shed_unsaved(self) -> None:
+        """While the disk refuses writes, hold at most the spool's bound in memory: drop the oldest."""
+        limit = self.spool.max_bytes if self.spool is not None else 0
+        while len(self._unsaved) > 1 and sum(len(item.body) for item in self._unsaved) > limit:
+            dropped = self._unsaved.popleft()
+            if dropped.segment is not None:
+                self.metrics.dropped_by_reason["spool_full"].inc(dropped.segment.lines)
 
     def _checkpoint(self) -> dict[str, Position] | None:
         if self.positions is None or not self._sources:
@@ -135,9 +180,12 @@ class LogBatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._batch.lines:
+            while self._batch.lines or self._unsaved:
                 delay = self._batch.started + self.wait - time.monotonic()
-                if delay > 0:
+                if delay > 0 and self._batch.lines:
                     await asyncio.sleep(delay)
                     continue
-                await self.flush()
+                try:
+                    await self.flush()
+                except SpoolWriteError:
+                    await asyncio.sleep(1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from log_shipper.batcher import LogBatcher
+from log_shipper.batcher import LogBatcher, SpoolWriteError
 from log_shipper.positions import Position
 from log_shipper.sources.splitter import LineSplitter
 
@@ -81,15 +81,23 @@ class FileTailer:
         """Tail until cancelled."""
         try:
             while True:
-                if time.monotonic() - self._last_glob >= GLOB_EVERY_SECONDS:
-                    self.discover()
-                progressed = False
-                for tailed in list(self._files.values()):
-                    progressed |= await self.read(tailed)
+                try:
+                    progressed = await self._round()
+                except SpoolWriteError:
+                    progressed = False  # the batcher keeps the lines and logs; read on later
+                    await asyncio.sleep(1.0)
                 if not progressed:
                     await asyncio.sleep(self.poll)
         finally:
             self.close()
+
+    async def _round(self) -> bool:
+        if time.monotonic() - self._last_glob >= GLOB_EVERY_SECONDS:
+            self.discover()
+        progressed = False
+        for tailed in list(self._files.values()):
+            progressed |= await self.read(tailed)
+        return progressed
 
     def discover(self) -> None:
         """Open files newly matched by the globs, resuming where a previous run stopped."""

@@ -8,7 +8,7 @@ from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import QueryParameter
 
-from log_shipper.batcher import LogBatcher
+from log_shipper.batcher import LogBatcher, SpoolWriteError
 from log_shipper.labels import is_service_value
 from telemetry.errors import ApiError
 
@@ -30,8 +30,13 @@ def ingest_route(max_body_bytes: int) -> HTTPRouteHandler:
             default = service
         body = await request.body()
         block = body.rstrip(b"\r\n")
-        generation = await batcher.add(block, "http", default)
-        await batcher.flush(generation)
+        try:
+            generation = await batcher.add(block, "http", default)
+            await batcher.flush(generation)
+        except SpoolWriteError:
+            raise ApiError(
+                503, "the spool cannot be written; retry later", code="spool_unavailable"
+            ) from None
         return {"accepted": _count(block.split(b"\n"))}
 
     return ingest
