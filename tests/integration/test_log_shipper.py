@@ -143,6 +143,8 @@ class TestDelivery:
     def test_20_percent_429_and_503_lose_nothing(self, tmp_path, loki, started):
         """With a fifth of pushes answered 429 (Retry-After: 0) or 503, every line still arrives once."""
         loki.failure_rate = 0.2
+        loki.fail_next(429, retry_after="0")  # both kinds surely answered, however the dice fall
+        loki.fail_next(503)
         process = shipper(tmp_path, loki, started, SHIPPER_BATCH_BYTES="8192")
         log = tmp_path / "logs" / "app.log"
         for part in range(40):
