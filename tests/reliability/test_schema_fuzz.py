@@ -1,0 +1,219 @@
+"""Bad input over HTTP: schemathesis against the gateway's and the admin's OpenAPI schemas.
+
+Each operation gets examples that fit its schema and examples that break it (wrong types, missing or extra
+fields, out-of-range values), with and without a valid key. Every answer must be below 500, and every error
+must be the documented document `{"error": {"message": str, "type": str, "code": str | null}}`.
+
+The gateway's chat route reads its body itself, so its schema declares none; the test adds OpenAI's request
+shape to it, so the body is fuzzed too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from reliability.budget import FULL, pick, record
+from reliability.stack import FAST_MODEL, fake_key, gateway
+from support.processes import ServiceProcess, free_port
+
+EXAMPLES = pick(30, 400)
+"""Examples per operation and mode (positive, negative)."""
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(pick(240, 1800))]
+
+CHAT_REQUEST = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["model", "messages"],
+                "properties": {
+                    "model": {"anyOf": [{"enum": [FAST_MODEL]}, {"type": "string"}]},
+                    "messages": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["role", "content"],
+                            "properties": {
+                                "role": {"enum": ["system", "user", "assistant", "tool", "developer"]},
+                                "content": {"type": "string"},
+                                "name": {"type": "string"},
+                            },
+                        },
+                    },
+                    "stream": {"type": "boolean"},
+                    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                    "top_p": {"type": "number"},
+                    "max_tokens": {"type": "integer", "minimum": 1},
+                    "max_completion_tokens": {"type": "integer", "minimum": 1},
+                    "n": {"type": "integer"},
+                    "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "user": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+
+
+def _error_shape_problem(body: Any) -> str | None:
+    """Why `body` is not the documented error document, or None if it is."""
+    if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
+        return "not {'error': {...}}"
+    error = body["error"]
+    if not {"message", "type", "code"} <= set(error):
+        return f"error lacks fields: {sorted(error)}"
+    if not isinstance(error["message"], str) or not error["message"]:
+        return "message is not a non-empty string"
+    if not isinstance(error["type"], str) or not error["type"]:
+        return "type is not a non-empty string"
+    if error["code"] is not None and not isinstance(error["code"], str):
+        return "code is neither a string nor null"
+    return None
+
+
+def _fuzz(schema_document: dict[str, Any], base_url: str, keys: list[dict[str, str]]) -> dict[str, Any]:
+    """Run every operation in both modes; the tally, and every failure found."""
+    schema = schemathesis.openapi.from_dict(schema_document)
+    tried: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    failures: list[dict[str, Any]] = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+
+    def explore(operation: Any, mode: GenerationMode) -> None:
+        label = f"{operation.method.upper()} {operation.path}"
+        calls = Counter()
+
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=not FULL,  # CI explores the same examples every run; the full run new ones
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case) -> None:
+            headers = dict(case.headers or {})
+            headers.update(keys[calls["n"] % len(keys)])
+            calls["n"] += 1
+            try:
+                response = case.call(base_url=base_url, headers=headers, timeout=15)
+            except Exception as exc:  # a transport error is a finding too (a reset, a hang)
+                failures.append({"op": label, "problem": repr(exc)[:300], "case": repr(case)[:500]})
+                return
+            tried[label] += 1
+            statuses[response.status_code] += 1
+            problem = None
+            if response.status_code >= 500:
+                problem = f"status {response.status_code}"
+            elif response.status_code >= 400:
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+                problem = _error_shape_problem(body)
+            if problem:
+                failures.append(
+                    {
+                        "op": label,
+                        "status": response.status_code,
+                        "problem": problem,
+                        "body": response.text[:300],
+                        "case": repr(case)[:500],
+                    }
+                )
+
+        try:
+            run()
+        except Unsatisfiable:
+            # Nothing in this operation can be made invalid (no parameters, no body): nothing to send.
+            assert mode is GenerationMode.NEGATIVE, label
+
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            explore(operation, mode)
+    return {
+        "operations": len(operations),
+        "requests": sum(tried.values()),
+        "statuses": dict(sorted(statuses.items())),
+        "failures": failures,
+    }
+
+
+def _schema(url: str) -> dict[str, Any]:
+    return httpx.get(url + "/schema/openapi.json", timeout=10).json()
+
+
+def test_gateway_and_admin_survive_schemathesis(tmp_path):
+    gateway_key = fake_key("fuzz-gateway")
+    admin_key = fake_key("fuzz-admin")
+    gateway_process = gateway(tmp_path / "gateway", gateway_key)
+    closed = f"http://127.0.0.1:{free_port()}"
+    admin_process = ServiceProcess(
+        "admin",
+        {
+            "ENVIRONMENT": "test",
+            "ADMIN_API_KEY": admin_key,
+            "GATEWAY_URL": gateway_process.url,
+            "GATEWAY_API_KEY": gateway_key,
+            "METRICS_TEST_MODEL": FAST_MODEL,
+            "LOG_SHIPPER_URL": closed,
+            "PROMETHEUS_URL": closed,
+            "LOKI_URL": closed,
+            "TEMPO_URL": closed,
+            "PROBE_TIMEOUT_SECONDS": "0.5",
+            "VERIFY_TIMEOUT_SECONDS": "0.5",
+            # Wrong keys are part of the input; the limit itself is tested in test_admin_security.
+            "ADMIN_FAILED_ATTEMPTS_PER_MINUTE": "10000",
+        },
+        tmp_path,
+    )
+    try:
+        gateway_process.start()
+        admin_process.start()
+        gateway_schema = _schema(gateway_process.url)
+        gateway_schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = CHAT_REQUEST
+        results = {
+            "gateway": _fuzz(
+                gateway_schema,
+                gateway_process.url,
+                [{"Authorization": f"Bearer {gateway_key}"}, {}, {"Authorization": "Bearer wrong-key-000"}],
+            ),
+            "admin": _fuzz(
+                _schema(admin_process.url),
+                admin_process.url,
+                [{"Authorization": f"Bearer {admin_key}"}, {}, {"Authorization": "Bearer wrong-key-000"}],
+            ),
+        }
+        alive = {
+            name: httpx.get(process.url + "/health", timeout=5).status_code
+            for name, process in (("gateway", gateway_process), ("admin", admin_process))
+        }
+        record(
+            "schema_fuzz",
+            examples_per_operation_and_mode=EXAMPLES,
+            **{
+                name: {key: value for key, value in result.items() if key != "failures"}
+                | {"failures": len(result["failures"])}
+                for name, result in results.items()
+            },
+        )
+        for name, result in results.items():
+            assert result["failures"] == [], (name, result["failures"][:5])
+            assert result["requests"] > 0
+        assert alive == {"gateway": 200, "admin": 200}
+    finally:
+        with contextlib.suppress(Exception):
+            admin_process.stop()
+        gateway_process.stop()

@@ -1,0 +1,165 @@
+"""Tempo down: the gateway keeps its throughput, answers no 5xx, stays bounded in memory and stops in ≤ 5 s.
+
+Three gateways run side by side: one exporting to a live OTLP receiver ("up"), one to a TCP listener that
+never answers ("black hole": every export waits out its timeout) and one to a closed port ("closed":
+refused at once). Each round loads the three one after the other for one second each
+(the order rotates), so neighbours in time share the machine's noise; each variant's throughput is divided
+by "up"'s in the same round, and the median of those ratios over many rounds is what is asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reliability.budget import pick, record
+from reliability.load import cpu_seconds, median_range, rss_mb, run_for, run_load
+from reliability.stack import BlackHole, chat, fake_key, gateway, stop_timed
+from support.processes import free_port
+
+ROUNDS = pick(15, 60)
+MAX_ROUNDS = pick(45, 120)
+"""More rounds only when the median is short of the bound: noise then gets more samples, a real loss stays."""
+SLICE_SECONDS = 0.8
+WARMUP = 300
+CONCURRENCY = 8
+RSS_LIMIT_MB = 150  # TARGETS.md: under 150 MB per service under load
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(pick(240, 1500))]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start_otlp_sink() -> tuple[subprocess.Popen[bytes], str]:
+    """Tempo up: the benchmarks' minimal OTLP/HTTP receiver, in its own process (not this one's GIL)."""
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, str(REPO / "bench" / "otlp_sink.py"), str(port)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return sink, f"http://127.0.0.1:{port}"
+        time.sleep(0.05)
+    sink.kill()
+    raise TimeoutError("OTLP sink did not start")
+
+
+def _not_access(stdout: str) -> list[str]:
+    return [line[:300] for line in stdout.splitlines() if "Request completed" not in line][:20]
+
+
+def test_tempo_down_keeps_throughput_and_stops_promptly(tmp_path):
+    key = fake_key("tempo-test")
+    sink, sink_url = _start_otlp_sink()
+    hole = BlackHole()
+    endpoints = {"up": sink_url, "black_hole": hole.url, "closed": f"http://127.0.0.1:{free_port()}"}
+    gateways = {
+        name: gateway(
+            tmp_path / name,
+            key,
+            TEMPO_ENABLED="true",
+            TEMPO_OTLP_HTTP_ENDPOINT=url,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_BSP_SCHEDULE_DELAY="200",  # export often, so the dead endpoints are hit throughout
+        )
+        for name, url in endpoints.items()
+    }
+    try:
+        for process in gateways.values():
+            process.start()
+
+        def spec(index: int):
+            # Distinct prompts: no completion is served from the cache.
+            return chat(key, content=f"request {index}")
+
+        warm_rss = {}
+        for name, process in gateways.items():
+            warm = run_load(process.url, spec, WARMUP, concurrency=CONCURRENCY)
+            assert warm.server_errors == 0
+            assert not warm.errors, warm.errors
+            warm_rss[name] = rss_mb(process.process.pid)
+
+        throughput: dict[str, list[float]] = {name: [] for name in gateways}
+        cpu_per_request: dict[str, list[float]] = {name: [] for name in gateways}
+        statuses: dict[str, dict[int, int]] = {name: {} for name in gateways}
+        transport_errors = dict.fromkeys(gateways, 0)
+        names = list(gateways)
+
+        def short_of_bound() -> bool:
+            return any(
+                statistics.median(
+                    down / up for down, up in zip(throughput[name], throughput["up"], strict=True)
+                )
+                < 0.95
+                for name in ("black_hole", "closed")
+            )
+
+        round_index = 0
+        while round_index < ROUNDS or (round_index < MAX_ROUNDS and short_of_bound()):
+            # Short slices, one variant at a time, the order rotating: neighbours in time see the same noise.
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
+            for name in order:
+                pid = gateways[name].process.pid
+                cpu_before = cpu_seconds(pid)
+                result = run_for(gateways[name].url, spec, SLICE_SECONDS, concurrency=CONCURRENCY)
+                used = cpu_seconds(pid) - cpu_before
+                cpu_per_request[name].append(used / max(result.count, 1) * 1e6)
+                throughput[name].append(result.throughput)
+                transport_errors[name] += sum(result.errors.values())
+                for status, count in result.statuses.items():
+                    statuses[name][status] = statuses[name].get(status, 0) + count
+            round_index += 1
+
+        ratios = {
+            name: [down / up for down, up in zip(throughput[name], throughput["up"], strict=True)]
+            for name in ("black_hole", "closed")
+        }
+        final_rss = {name: rss_mb(process.process.pid) for name, process in gateways.items()}
+        stdout = {name: "\n".join(process.stdout_lines()) for name, process in gateways.items()}
+        shutdown = {name: stop_timed(gateways[name]) for name in ("black_hole", "closed")}
+
+        record(
+            "tempo_down",
+            rounds=round_index,
+            slice_seconds=SLICE_SECONDS,
+            concurrency=CONCURRENCY,
+            requests_total={name: sum(counts.values()) for name, counts in statuses.items()},
+            statuses=statuses,
+            throughput_rps={name: median_range(values, 1) for name, values in throughput.items()},
+            ratio_vs_up={name: median_range(values) for name, values in ratios.items()},
+            ratios_sorted={name: sorted(round(v, 2) for v in values) for name, values in ratios.items()},
+            cpu_us_per_request={name: median_range(values, 0) for name, values in cpu_per_request.items()},
+            rss_mb_warm={name: round(value, 1) for name, value in warm_rss.items()},
+            rss_mb_final={name: round(value, 1) for name, value in final_rss.items()},
+            shutdown_seconds={name: round(seconds, 2) for name, (seconds, _) in shutdown.items()},
+        )
+
+        # The faults were real: exports to the live receiver succeeded, those to the dead endpoints failed.
+        assert "span export failed" not in stdout["up"], _not_access(stdout["up"])
+        for name in ("black_hole", "closed"):
+            assert "span export failed" in stdout[name], (name, _not_access(stdout[name]))
+        for name in gateways:
+            assert transport_errors[name] == 0, (name, transport_errors)
+            assert set(statuses[name]) == {200}, (name, statuses[name])
+        for name, values in ratios.items():
+            assert statistics.median(values) >= 0.95, (name, values)
+        for name, value in final_rss.items():
+            assert value < RSS_LIMIT_MB, (name, final_rss)
+            assert value < warm_rss[name] * 1.25, (name, warm_rss, final_rss)
+        for name, (seconds, status) in shutdown.items():
+            assert seconds <= 5.0, (name, seconds)
+            # uvicorn re-raises the signal once its graceful shutdown is done: -15 is a clean exit too.
+            assert status in {0, -15}, (name, status, gateways[name].stderr()[-2000:])
+    finally:
+        for process in gateways.values():
+            process.kill()
+        hole.close()
+        sink.kill()
+        sink.wait(5)
