@@ -23,11 +23,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from instrumentation_overhead import cpu_seconds  # the same /proc reading as the other benches
+
 from support.fake_loki import FakeLoki
 from support.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
 ENDPOINTS = ["/v1/chat/completions", "/api/users/{user_id}", "/v1/models", "/health"]
 
 
@@ -52,11 +53,6 @@ def write_lines(path: Path, count: int) -> int:
                 f'"span_id":"{rng.getrandbits(64):016x}","seq":{i},"message":"Request completed"}}\n'
             )
     return path.stat().st_size
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -12,6 +12,7 @@ import gzip
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -95,7 +96,7 @@ class FakeLoki:
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeLoki:
         """Listen (again, on the same port after a `stop()`)."""
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
+        server = _QuietServer(("127.0.0.1", self.port), _handler_for(self))
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
@@ -307,6 +308,14 @@ def _check_value(value: object) -> None:
         raise PushError(400, f"loghttp.PushRequest.Streams: cannot parse timestamp {ts!r}")
     if not isinstance(line, str):
         raise PushError(400, "loghttp.PushRequest.Streams: the line must be a string")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that goes away mid-connection (a killed shipper) is normal here, not a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def _handler_for(loki: FakeLoki) -> type[BaseHTTPRequestHandler]:
