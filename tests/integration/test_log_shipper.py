@@ -7,6 +7,7 @@ Sequence-numbered lines prove that nothing is lost across a Loki outage, 20 % 42
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -188,6 +189,26 @@ class TestDelivery:
         assert loki.statuses().count(400) == 1
         errors = [json.loads(line) for line in process.stdout_lines() if '"ERROR"' in line]
         assert any(e["message"].startswith("Loki rejected a batch") and e["status"] == 400 for e in errors)
+
+
+class TestShutdown:
+    def test_a_loki_that_never_answers_cannot_hold_the_exit(self, tmp_path, loki, started):
+        """SIGTERM with a push hanging: exit within the shutdown bound; the line ships after a restart."""
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections, never answers
+        try:
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/loki/api/v1/push"
+            first = shipper(tmp_path, loki, started, LOKI_PUSH_URL=url, LOKI_TIMEOUT_SECONDS="30")
+            assert httpx.post(first.url + "/ingest", content=seq_lines(0, 5).encode()).status_code == 200
+            time.sleep(0.3)  # the push is now in flight, waiting on the silent socket
+            began = time.monotonic()
+            assert first.stop(timeout=15) == 0
+            assert time.monotonic() - began < 5  # SHIPPER_SHUTDOWN_TIMEOUT_SECONDS=2 plus start-up slack
+        finally:
+            silent.close()
+        shipper(tmp_path, loki, started)
+        assert wait_for_seqs(loki, set(range(5))) == set(range(5))
 
 
 class TestSpoolFull:

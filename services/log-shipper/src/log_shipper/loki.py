@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import http.client
+import socket
 import time
 import urllib.parse
 import zlib
@@ -143,9 +145,13 @@ class LokiClient:
             self._connection.close()
             self._connection = None
 
-    async def aclose(self) -> None:
-        """Close the connection."""
-        await asyncio.to_thread(self.close)
+    def abort(self) -> None:
+        """Cut the connection under a push in progress (shutdown): its worker thread returns at once."""
+        connection = self._connection
+        sock = connection.sock if connection is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def classify(status: int, retry_after: str | None, text: str, sent_bytes: int) -> PushResult:

@@ -15,7 +15,7 @@ from typing import Any
 from loguru import logger
 from prometheus_client import CollectorRegistry
 
-from log_shipper.batcher import LogBatcher
+from log_shipper.batcher import LogBatcher, SpoolWriteError
 from log_shipper.labels import StreamLabels, parse_static_labels
 from log_shipper.loki import LokiClient
 from log_shipper.metrics import ShipperMetrics
@@ -153,11 +153,16 @@ class LogShipper:
         self.started = False
         deadline = time.monotonic() + self.settings.shipper_shutdown_timeout_seconds
         await _cancel(self._source_tasks)
-        await self.batcher.flush()
+        try:
+            await self.batcher.flush()
+        except SpoolWriteError:
+            logger.error("Could not spool the last lines read at shutdown")
         shipped = await self.wait_shipped(max(0.0, deadline - time.monotonic()))
-        await _cancel(self._tasks)
         if self._client is not None:
-            await self._client.aclose()
+            # A push still in flight would hold the exit for up to LOKI_TIMEOUT_SECONDS: cut it; its batch
+            # stays in the spool for the next start.
+            self._client.abort()
+        await _cancel(self._tasks)
         left = self.spool.lines if self.spool is not None else 0
         logger.info("Log shipper stopped", all_shipped=shipped, lines_left_in_spool=left)
 
