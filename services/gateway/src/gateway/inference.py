@@ -24,6 +24,7 @@ _MODEL_ECHO_LIMIT = 64
 T = TypeVar("T")
 LogEvent = Callable[[str, str, dict[str, Any], str | None, str | None], None]
 """Writes one JSON line: (level, message, fields, trace_id, span_id), as `JsonSink.write_event`."""
+_MESSAGES = {"success": "Inference completed", "cancelled": "Inference cancelled"}
 _LEVELS: dict[str, str] = {
     "success": "INFO",
     "cancelled": "INFO",
@@ -275,7 +276,7 @@ class InferenceService:
         }
         if error is not None:
             fields["error"] = error
-        message = "Inference completed" if status == "success" else "Inference failed"
+        message = _MESSAGES.get(status, "Inference failed")
         context = trace.get_current_span().get_span_context()
         trace_id = span_id = None
         if context.is_valid:
