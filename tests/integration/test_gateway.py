@@ -25,6 +25,13 @@ prompt_price = 0.5
 completion_price = 0.25
 max_output_tokens = 16
 latency_ms = 150
+
+[[providers.models]]
+id = "dribble"
+prompt_price = 0.5
+completion_price = 0.25
+max_output_tokens = 16
+latency_ms = 4000
 """
 KEY = "test-integration-user-key"
 ADMIN = "test-integration-admin-key"
@@ -114,6 +121,33 @@ class TestConcurrentCredits:
         assert profile["credits"] >= 0
         assert profile["credits"] == pytest.approx(CREDITS - spent)
         assert profile["usage"][0]["requests"] == statuses.count(200)
+
+
+class TestClientLeavesMidStream:
+    def test_charged_for_what_was_sent_and_logged_cancelled(self, gateway):
+        """A client that hangs up after the first event is charged for the tokens relayed so far, not the
+        reservation, and the inference line says cancelled."""
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with (
+            httpx.Client(base_url=gateway.url, timeout=10) as client,
+            client.stream(
+                "POST", "/v1/chat/completions", json=body("dribble", stream=True), headers=headers
+            ) as r,
+        ):
+            assert r.status_code == 200
+            next(r.iter_lines())  # the role chunk; then hang up
+        deadline = time.monotonic() + 10
+        cancelled: list[dict] = []
+        while time.monotonic() < deadline and not cancelled:
+            lines = [msgspec.json.decode(line) for line in gateway.stdout_lines() if line.startswith("{")]
+            cancelled = [line for line in lines if line["message"] == "Inference cancelled"]
+            time.sleep(0.05)
+        (line,) = cancelled
+        assert line["status"] == "cancelled"
+        assert line["completion_tokens"] < 16
+        profile = httpx.get(f"{gateway.url}/api/users/1", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        assert profile["credits"] == pytest.approx(CREDITS - line["credits"])
+        assert line["credits"] == line["prompt_tokens"] * 0.5 + line["completion_tokens"] * 0.25
 
 
 class TestSignals:

@@ -209,3 +209,20 @@ class TestSpansAndLogs:
         client.post(URL, json=chat("up-500"), headers=AUTH)
         line = next(line for line in log_capture.lines() if line["message"] == "Inference failed")
         assert (line["level"], line["provider"], line["status"]) == ("ERROR", "upstream", "error")
+
+    def test_traceparent_names_the_provider_span(self, client, gateway_telemetry, span_exporter, upstream):
+        """The `traceparent` sent upstream carries the request's trace id and the provider span's id."""
+        client.post(URL, json=chat("up-ok", content="traceparent check"), headers=AUTH)
+        gateway_telemetry.tracer_provider.force_flush()
+        sent = next(
+            r
+            for r in reversed(upstream.requests)
+            if r["body"]["messages"][0]["content"] == "traceparent check"
+        )
+        _, trace_id, span_id, flags = sent["headers"]["traceparent"].split("-")
+        span = next(s for s in span_exporter.get_finished_spans() if s.name == "chat up-ok")
+        assert (trace_id, span_id) == (
+            format(span.context.trace_id, "032x"),
+            format(span.context.span_id, "016x"),
+        )
+        assert int(flags, 16) & 1  # sampled
