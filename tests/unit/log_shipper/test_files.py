@@ -71,6 +71,21 @@ class TestFileTailer:
         assert batcher.lines == ["a", "b", "c"]
 
     @pytest.mark.anyio
+    async def test_rotated_name_matched_by_the_glob_is_not_read_again(self, tmp_path):
+        """Under `app.log*`, the rotated `app.log.1` is the file already read: it is not shipped twice."""
+        batcher = RecordingBatcher()
+        log = tmp_path / "app.log"
+        log.write_text("a\n")
+        tailer = tailer_for(str(tmp_path / "app.log*"), batcher)
+        await pump(tailer)
+        log.rename(tmp_path / "app.log.1")
+        log.write_text("b\n")
+        await pump(tailer)
+        tailer._last_glob = 0
+        await pump(tailer)
+        assert batcher.lines == ["a", "b"]
+
+    @pytest.mark.anyio
     async def test_truncation_starts_over(self, tmp_path):
         """A file cut to a smaller size (copytruncate) is read again from its start."""
         batcher = RecordingBatcher()

@@ -134,7 +134,6 @@ class LineParser:
         starts: dict[StreamBuffer, int] = {}
         last_value: object = None
         last_text = str(now)
-        slow = 0
         # The hot loop: one decode, one dict lookup and one append per plain JSON line. Everything rarer
         # (not JSON, Docker, over-long) goes through `_slow`; ordering within streams is checked after.
         retimed = False
@@ -142,10 +141,10 @@ class LineParser:
             try:
                 head: LineHead = decode(raw)
             except msgspec.DecodeError:
-                slow += self._slow(raw, text, None, default_service, batch, routes, starts, counts)
+                self._slow(raw, text, None, default_service, batch, routes, starts, counts)
                 continue
             if head.log is not None or (may_be_long and len(raw) > limit):
-                slow += self._slow(raw, text, head, default_service, batch, routes, starts, counts)
+                self._slow(raw, text, head, default_service, batch, routes, starts, counts)
                 continue
             key = (head.service, head.level)
             buffer = routes.get(key)
@@ -210,10 +209,10 @@ class LineParser:
         routes: dict[tuple[str | None, str | None], StreamBuffer],
         starts: dict[StreamBuffer, int],
         counts: ParseCounts,
-    ) -> int:
-        """A line off the fast path: blank (skipped, 0), not JSON, Docker-wrapped or over the limit."""
+    ) -> None:
+        """A line off the fast path: blank (skipped), not JSON, Docker-wrapped or over the limit."""
         if not raw or raw.isspace():
-            return 0
+            return
         if head is None:
             text = text.rstrip("\r")
             head = LineHead()
@@ -226,7 +225,6 @@ class LineParser:
         ts_text = self._stamp_text(head.timestamp)
         counts.retimed += self._retimed
         buffer.values.append((ts_text, text))
-        return 1
 
     def _unwrap_docker(self, wrapper: LineHead) -> tuple[LineHead, str]:
         """Docker json-file: the line is `log` (without its newline), timed by the inner JSON or `time`."""

@@ -69,6 +69,9 @@ class FileTailer:
         self._saved = saved
         self._files: dict[str, TailedFile] = {}
         self._last_glob = 0.0
+        # Files followed to their end after a rotation, by (device, inode): when the glob also matches
+        # the rotated name (`app.log` → `app.log.1` under `app.log*`) it is not read a second time.
+        self._finished: dict[tuple[int, int], int] = {}
 
     def checkpoint(self) -> dict[str, Position]:
         """Positions just past the lines handed to the batcher, by path."""
@@ -115,7 +118,11 @@ class FileTailer:
             logger.warning("Cannot open log file", path=path, error=str(exc))
             return
         stat = os.fstat(fd)
-        offset = 0
+        identity = (stat.st_dev, stat.st_ino)
+        if any((tailed.device, tailed.inode) == identity for tailed in self._files.values()):
+            os.close(fd)  # the same file under another name (a hard link): followed once
+            return
+        offset = min(self._finished.get(identity, 0), stat.st_size)
         saved = self._saved.pop(path, None)
         if saved is not None and (saved.device, saved.inode) == (stat.st_dev, stat.st_ino):
             # Same file as last time: resume, unless it was truncated meanwhile.
@@ -156,6 +163,9 @@ class FileTailer:
         last = tailed.splitter.finish()
         if last:  # the old file's unterminated last line
             await self.batcher.add(last, "file", tailed.service)
+        self._finished[(tailed.device, tailed.inode)] = tailed.offset
+        if len(self._finished) > 1000:
+            del self._finished[next(iter(self._finished))]
         self._close(tailed)
         logger.info("Log file rotated; following the new file", path=tailed.path)
         self._open(tailed.path, tailed.service)
