@@ -25,6 +25,8 @@ FLUSH_SECONDS = 0.25
 """Longest a write waits for its commit; 0 commits every statement."""
 _KEY_CACHE_SIZE = 10_000
 DEMO_USER_ID = 1
+_SQLITE_MIN_INT = -(2**63)
+_SQLITE_MAX_INT = 2**63 - 1
 DEMO_KEY_FILE = "demo-api-key.txt"
 """Beside the database: the generated demo key, readable by its owner only (the data dir is git-ignored)."""
 
@@ -175,6 +177,8 @@ class UserStore:
 
     def user(self, user_id: int) -> User | None:
         """The public profile."""
+        if not _SQLITE_MIN_INT <= user_id <= _SQLITE_MAX_INT:
+            return None  # no row can have this id, and sqlite3 raises OverflowError binding it
         row = self._db.execute(
             "SELECT id, username, created_at FROM users WHERE id = ?", (user_id,)
         ).fetchone()
