@@ -213,16 +213,12 @@ class TestShutdown:
 
 class TestSpoolFull:
     def test_oldest_lines_are_dropped_and_counted(self, tmp_path, loki, started):
-        """Over SHIPPER_SPOOL_MAX_BYTES with Loki down the oldest batches go, counted; the newest arrive."""
+        """/ingest over SHIPPER_SPOOL_MAX_BYTES with Loki down: the oldest go, counted; the newest arrive."""
         loki.stop()
         process = shipper(tmp_path, loki, started, SHIPPER_SPOOL_MAX_BYTES="40000")
-        log = tmp_path / "logs" / "app.log"
         for part in range(10):
-            append(log, seq_lines(part * 100, 100))
-            assert wait_until(
-                lambda p=part: metric(process, "log_shipper_lines_read_total", source="file") == (p + 1) * 100
-            )
-            time.sleep(0.15)  # one sealed batch per part
+            response = httpx.post(process.url + "/ingest", content=seq_lines(part * 100, 100).encode())
+            assert response.status_code == 200  # the producer is never refused, even with the spool full
         dropped = metric(process, "log_shipper_dropped_lines_total", reason="spool_full") or 0
         assert dropped >= 500
         assert (metric(process, "log_shipper_spool_bytes") or 0) <= 40000
@@ -234,6 +230,21 @@ class TestSpoolFull:
         # The oldest went (all but the batch that was being pushed when the spool filled); the newest stayed.
         assert set(range(900, 1000)) <= arrived
         assert max(missing) < 900
+
+    def test_files_wait_instead_of_dropping(self, tmp_path, loki, started):
+        """Tailed files stop being read while the spool is nearly full, so nothing is dropped; all arrive."""
+        loki.stop()
+        process = shipper(
+            tmp_path, loki, started, SHIPPER_SPOOL_MAX_BYTES="60000", SHIPPER_BATCH_BYTES="8192"
+        )
+        for part in range(20):
+            append(tmp_path / "logs" / "app.log", seq_lines(part * 100, 100))
+            time.sleep(0.1)
+        assert (metric(process, "log_shipper_spool_bytes") or 0) > 40000
+        assert (metric(process, "log_shipper_lines_read_total", source="file") or 0) < 2000
+        loki.start()
+        assert wait_for_seqs(loki, set(range(2000))) == set(range(2000))
+        assert metric(process, "log_shipper_dropped_lines_total", reason="spool_full") == 0
 
 
 class TestSources:

@@ -74,6 +74,17 @@ class LogShipper:
         self._source_tasks: list[asyncio.Task[None]] = []
         self.started = False
 
+    def _spool_nearly_full(self) -> bool:
+        """True while the spool has no room for two more batches: then files are not read further.
+
+        Unlike a pipe or a request, a file keeps its lines; reading on would only make the spool drop
+        older ones.
+        """
+        spool = self.spool
+        if spool is None:
+            return False
+        return spool.bytes + 2 * self.settings.shipper_batch_bytes > spool.max_bytes
+
     def _spool_dropped(self, segment: Segment) -> None:
         self.metrics.dropped_by_reason["spool_full"].inc(segment.lines)
         logger.error(
@@ -101,6 +112,7 @@ class LogShipper:
                 saved=self.positions.load(),
                 max_line_bytes=settings.shipper_max_line_bytes,
                 poll=settings.shipper_poll_seconds,
+                paused=self._spool_nearly_full,
             )
             self.batcher.watch(tailer)
             self._source_tasks.append(self._spawn(tailer.run()))

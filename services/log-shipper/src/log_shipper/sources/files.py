@@ -7,6 +7,7 @@ import contextlib
 import glob
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,10 @@ class FileTailer:
         saved: dict[str, Position],
         max_line_bytes: int,
         poll: float,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.specs = specs
+        self.paused = paused
         self.batcher = batcher
         self.poll = poll
         self.max_line_bytes = max_line_bytes
@@ -95,11 +98,15 @@ class FileTailer:
             self.close()
 
     async def _round(self) -> bool:
+        if self.paused():
+            return False  # the spool is nearly full: the files wait, they are their own buffer
         if time.monotonic() - self._last_glob >= GLOB_EVERY_SECONDS:
             self.discover()
         progressed = False
         for tailed in list(self._files.values()):
             progressed |= await self.read(tailed)
+            if self.paused():
+                break
         return progressed
 
     def discover(self) -> None:
