@@ -1,0 +1,144 @@
+"""RSS of each service idle and under load (traffic through the gateway, scrapes of every /metrics).
+
+    uv run python bench/memory.py [--requests 3000] [--concurrency 16]
+
+Starts gateway, admin and log-shipper (shipper reading the gateway's and admin's stdout from a pipe),
+measures idle RSS after warm-up, drives `gatewayz_tools.traffic`, samples RSS every 100 ms during the load,
+and prints idle / peak-under-load / after-load RSS per service in MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from support.processes import free_port  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not healthy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gatewayz-memory-"))
+    key = "bench-key-" + os.urandom(8).hex()
+    ports = {name: free_port() for name in ("gateway", "admin", "log-shipper")}
+    base = {**os.environ, "HOST": "127.0.0.1", "TEMPO_ENABLED": "false"}
+    shipper = subprocess.Popen(
+        [sys.executable, "-m", "log_shipper"],
+        env={
+            **base,
+            "PORT": str(ports["log-shipper"]),
+            "SHIPPER_STDIN": "true",
+            "LOKI_ENABLED": "false",
+            "SHIPPER_SPOOL_DIR": str(work / "spool"),
+        },
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        env={
+            **base,
+            "PORT": str(ports["gateway"]),
+            "GATEWAY_BOOTSTRAP_API_KEY": key,
+            "GATEWAY_DB_PATH": str(work / "gateway.db"),
+        },
+        stdout=shipper.stdin,
+        stderr=subprocess.DEVNULL,
+    )
+    admin = subprocess.Popen(
+        [sys.executable, "-m", "admin"],
+        env={
+            **base,
+            "PORT": str(ports["admin"]),
+            "GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
+            "ADMIN_API_KEY": "bench-admin-" + os.urandom(8).hex(),
+        },
+        stdout=shipper.stdin,
+        stderr=subprocess.DEVNULL,
+    )
+    processes = {"gateway": gateway, "admin": admin, "log-shipper": shipper}
+    try:
+        for port in ports.values():
+            wait_healthy(f"http://127.0.0.1:{port}/health")
+        time.sleep(2)
+        idle = {name: rss_mb(proc.pid) for name, proc in processes.items()}
+        peak = dict(idle)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                for name, proc in processes.items():
+                    peak[name] = max(peak[name], rss_mb(proc.pid))
+                for port in ports.values():
+                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gatewayz_tools.traffic",
+                "--gateway",
+                f"http://127.0.0.1:{ports['gateway']}",
+                "--api-key",
+                key,
+                "--requests",
+                str(args.requests),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stop.set()
+        sampler.join()
+        after = {name: rss_mb(proc.pid) for name, proc in processes.items()}
+        print(f"{'service':12} {'idle MB':>8} {'peak MB':>8} {'after MB':>9}   ({args.requests} requests)")
+        for name in processes:
+            print(f"{name:12} {idle[name]:8.1f} {peak[name]:8.1f} {after[name]:9.1f}")
+    finally:
+        for proc in (gateway, admin):
+            proc.terminate()
+            proc.wait(10)
+        if shipper.stdin:
+            shipper.stdin.close()
+        shipper.wait(10)
+
+
+if __name__ == "__main__":
+    main()
