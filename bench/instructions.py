@@ -90,9 +90,8 @@ def main() -> None:
             small = instructions(variant, args.requests, otlp)
             large = instructions(variant, 2 * args.requests, otlp)
             per_request[variant] = (large - small) / args.requests
-            print(
-                f"{variant:16} {per_request[variant] / 1000:9.1f} k instructions/request   {VARIANTS[variant]}"
-            )
+            thousands = per_request[variant] / 1000
+            print(f"{variant:16} {thousands:9.1f} k instructions/request   {VARIANTS[variant]}")
         if "bare" in per_request:
             print()
             for variant, count in per_request.items():
