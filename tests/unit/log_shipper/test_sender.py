@@ -134,6 +134,20 @@ class TestDelivery:
         assert len(spool) == 1
         assert len(spool.take(100)) == 1
 
+    @pytest.mark.anyio
+    async def test_unreadable_segment_is_dropped_and_the_rest_shipped(self, spool, metrics, registry):
+        """A segment whose file vanished is counted as dropped; the others of the push still ship."""
+        gone = spooled(spool, "lost")
+        spooled(spool, "kept")
+        gone.body = None
+        gone.path.unlink()
+        pusher = FakePusher()
+        await deliver_all(sender_for(spool, pusher, metrics), spool)
+        assert (
+            registry.get_sample_value("log_shipper_dropped_lines_total", {"reason": "spool_unreadable"}) == 1
+        )
+        assert registry.get_sample_value("log_shipper_lines_shipped_total") == 1
+
     def test_push_parts_make_one_body(self):
         """Segments joined by commas inside the streams array."""
         assert b"".join(push_parts([b"{}", b"{}"])) == b'{"streams":[{},{}]}'

@@ -76,6 +76,11 @@ class SpoolSender:
                 continue
             try:
                 await self.deliver(segments)
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop shipping for good: log, go on
+                self.spool.release(segments)
+                self._throttle.error("sender", "Sending a spooled batch failed; retrying", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
             except BaseException:
                 self.spool.release(segments)
                 raise
@@ -83,9 +88,17 @@ class SpoolSender:
 
     async def deliver(self, segments: list[Segment]) -> None:
         """Push the segments as one body until Loki takes it, splits it or rejects it for good."""
-        parts = push_parts([self.spool.read(segment) for segment in segments])
-        lines = sum(segment.lines for segment in segments)
-        await self._push(parts, lines)
+        bodies = []
+        lines = 0
+        for segment in segments:
+            try:
+                bodies.append(self.spool.read(segment))
+                lines += segment.lines
+            except OSError as exc:  # removed or unreadable behind our back: nothing left to send
+                self.metrics.dropped_by_reason["spool_unreadable"].inc(segment.lines)
+                self._throttle.error("spool_read", "A spooled batch cannot be read; dropped", error=str(exc))
+        if bodies:
+            await self._push(push_parts(bodies), lines)
 
     async def _push(self, parts: list[bytes], lines: int) -> None:
         while True:
