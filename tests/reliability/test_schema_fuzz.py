@@ -151,6 +151,45 @@ def _fuzz(schema_document: dict[str, Any], base_url: str, keys: list[dict[str, s
     }
 
 
+EDGE_INTEGERS = (0, -1, 2**31, 2**63 - 1, 2**63, -(2**63) - 1, 10**30)
+"""Boundaries random generation seldom reaches: 32/64-bit limits (SQLite's INTEGER is 64-bit) and beyond."""
+EDGE_STRINGS = ("", " ", "%00", "%FF%FE", "..%2F..%2Fetc%2Fpasswd", "x" * 5000, "%F0%9F%9A%80", "null")
+
+
+def _probe_edges(schema_document: dict[str, Any], base_url: str, headers: dict[str, str]) -> dict[str, Any]:
+    """Every path parameter of every operation at its edges; the same checks as the fuzzing."""
+    failures: list[dict[str, Any]] = []
+    sent = 0
+    with httpx.Client(base_url=base_url, timeout=15, headers=headers) as client:
+        for path, item in schema_document["paths"].items():
+            for method, operation in item.items():
+                params = [param for param in operation.get("parameters", []) if param["in"] == "path"]
+                for param in params:
+                    typed = param.get("schema", {}).get("type") == "integer"
+                    for value in [*EDGE_INTEGERS, *EDGE_STRINGS] if typed else EDGE_STRINGS:
+                        target = path.replace("{" + param["name"] + "}", str(value))
+                        response = client.request(method.upper(), target)
+                        sent += 1
+                        problem = None
+                        if response.status_code >= 500:
+                            problem = f"status {response.status_code}"
+                        elif response.status_code >= 400:
+                            try:
+                                problem = _error_shape_problem(response.json())
+                            except ValueError:
+                                problem = "not JSON"
+                        if problem:
+                            failures.append(
+                                {
+                                    "request": f"{method.upper()} {target[:80]}",
+                                    "status": response.status_code,
+                                    "problem": problem,
+                                    "body": response.text[:200],
+                                }
+                            )
+    return {"requests": sent, "failures": failures}
+
+
 def _schema(url: str) -> dict[str, Any]:
     return httpx.get(url + "/schema/openapi.json", timeout=10).json()
 
@@ -188,14 +227,34 @@ def test_gateway_and_admin_survive_schemathesis(tmp_path):
             "gateway": _fuzz(
                 gateway_schema,
                 gateway_process.url,
-                [{"Authorization": f"Bearer {gateway_key}"}, {}, {"Authorization": "Bearer wrong-key-000"}],
+                [
+                    valid := {"Authorization": f"Bearer {gateway_key}"},
+                    {},
+                    valid,
+                    {"Authorization": "Bearer wrong-000"},
+                    valid,
+                ],
             ),
             "admin": _fuzz(
                 _schema(admin_process.url),
                 admin_process.url,
-                [{"Authorization": f"Bearer {admin_key}"}, {}, {"Authorization": "Bearer wrong-key-000"}],
+                [
+                    valid := {"Authorization": f"Bearer {admin_key}"},
+                    {},
+                    valid,
+                    {"Authorization": "Bearer wrong-000"},
+                    valid,
+                ],
             ),
         }
+        for name, process, key in (
+            ("gateway", gateway_process, gateway_key),
+            ("admin", admin_process, admin_key),
+        ):
+            document = gateway_schema if name == "gateway" else _schema(process.url)
+            edges = _probe_edges(document, process.url, {"Authorization": f"Bearer {key}"})
+            results[name]["edge_requests"] = edges["requests"]
+            results[name]["failures"] += edges["failures"]
         alive = {
             name: httpx.get(process.url + "/health", timeout=5).status_code
             for name, process in (("gateway", gateway_process), ("admin", admin_process))

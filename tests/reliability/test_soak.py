@@ -20,7 +20,7 @@ from support.fake_loki import FakeLoki
 from support.processes import ServiceProcess, free_port
 
 SECONDS = pick(60, 600)
-WARMUP_SECONDS = pick(15, 60)
+WARMUP_SECONDS = pick(10, 60)
 RATE = 40  # requests a second, well inside what a loaded 2-core machine serves
 SAMPLE_EVERY = 5.0
 
@@ -60,14 +60,16 @@ def test_fixed_rate_soak_has_no_errors_and_flat_memory(tmp_path):
     )
     processes = {"gateway": gw, "log_shipper": shipper, "admin": admin}
 
+    bearer = {"Authorization": f"Bearer {key}"}
+
     def spec(index: int):
         kind = index % 10
         if kind < 6:
             return chat(key, content=f"soak {index % 500}")  # a bounded set of prompts: cache hits too
         if kind < 8:
-            return ("GET", "/api/users/1", {"headers": {"Authorization": f"Bearer {key}"}})
+            return ("GET", "/api/users/1", {"headers": bearer})
         if kind == 8:
-            return ("GET", "/v1/models", {})
+            return ("GET", "/v1/models", {"headers": bearer})
         return ("GET", f"/no/such/page/{index}", {})
 
     stop = threading.Event()
