@@ -63,6 +63,19 @@ class TestLabels:
         parser.parse(line(service='bad "name" here', level="INFO"), "src", batch)
         assert set(batch.streams) == {("src", "INFO")}
 
+    def test_two_json_values_on_one_line_stay_one_line(self, parser):
+        """A line holding two JSON values is one (non-JSON) entry; the block's other lines keep their labels."""
+        batch = Batch()
+        counts = parser.parse(b'{"a": 1} {"b": 2}\n' + line(level="INFO", message="x"), "s", batch)
+        assert counts.lines == 2
+        assert entries(batch)[("s", "unknown")][0][1] == '{"a": 1} {"b": 2}'
+        assert ("s", "INFO") in batch.streams
+
+    def test_control_characters_are_content_not_blank(self, parser):
+        """Only ASCII whitespace makes a line blank; a line of \\x1f is shipped."""
+        batch = Batch()
+        assert parser.parse(b"\x1f", "s", batch).lines == 1
+
     def test_blank_lines_are_skipped(self, parser):
         """Empty and whitespace-only lines are not shipped."""
         batch = Batch()
