@@ -64,7 +64,7 @@ class TestLabels:
         assert set(batch.streams) == {("src", "INFO")}
 
     def test_two_json_values_on_one_line_stay_one_line(self, parser):
-        """A line holding two JSON values is one (non-JSON) entry; the block's other lines keep their labels."""
+        """A line holding two JSON values is one non-JSON entry; the other lines keep their labels."""
         batch = Batch()
         counts = parser.parse(b'{"a": 1} {"b": 2}\n' + line(level="INFO", message="x"), "s", batch)
         assert counts.lines == 2
