@@ -163,3 +163,41 @@ def test_tempo_down_keeps_throughput_and_stops_promptly(tmp_path):
         hole.close()
         sink.kill()
         sink.wait(5)
+
+
+@pytest.mark.parametrize("endpoint", ["black_hole", "closed"])
+def test_tempo_down_over_grpc_fails_no_request_and_stops_promptly(tmp_path, endpoint):
+    """The same outage with the stock OTLP gRPC exporter: every request 200, SIGTERM to exit ≤ 5 s."""
+    key = fake_key("tempo-grpc")
+    hole = BlackHole()
+    url = hole.url if endpoint == "black_hole" else f"http://127.0.0.1:{free_port()}"
+    process = gateway(
+        tmp_path,
+        key,
+        TEMPO_ENABLED="true",
+        TEMPO_OTLP_GRPC_ENDPOINT=url,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
+    try:
+        process.start()
+        result = run_load(process.url, lambda i: chat(key, content=f"grpc {i}"), pick(600, 5000))
+        rss = rss_mb(process.process.pid)
+        seconds, status = stop_timed(process)
+        record(
+            "tempo_down_grpc",
+            endpoint=endpoint,
+            requests=result.count,
+            statuses=dict(result.statuses),
+            throughput_rps=round(result.throughput, 1),
+            rss_mb=round(rss, 1),
+            shutdown_seconds=round(seconds, 2),
+        )
+        assert not result.errors, result.errors
+        assert set(result.statuses) == {200}, result.statuses
+        assert rss < RSS_LIMIT_MB
+        assert seconds <= 5.0, seconds
+        assert status in {0, -15}, (status, process.stderr()[-2000:])
+    finally:
+        process.kill()
+        hole.close()
