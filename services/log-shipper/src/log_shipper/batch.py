@@ -31,11 +31,14 @@ class Batch:
 
     def encode(self, encoder: msgspec.json.Encoder) -> bytes:
         """The comma-separated stream objects; a push body is `{"streams":[` + segments + `]}`."""
-        return b",".join(
-            b'{"stream":' + buffer.labels + b',"values":' + encoder.encode(buffer.values) + b"}"
-            for buffer in self.streams.values()
-            if buffer.values
-        )
+        parts: list[bytes] = []
+        for buffer in self.streams.values():
+            if buffer.values:
+                if parts:
+                    parts.append(b",")
+                # One join at the end: the values (most of the bytes) are copied once, not per `+`.
+                parts += (b'{"stream":', buffer.labels, b',"values":', encoder.encode(buffer.values), b"}")
+        return b"".join(parts)
 
 
 PUSH_PREFIX = b'{"streams":['
