@@ -181,7 +181,7 @@ def test_tempo_down_over_grpc_fails_no_request_and_stops_promptly(tmp_path, endp
     )
     try:
         process.start()
-        result = run_load(process.url, lambda i: chat(key, content=f"grpc {i}"), pick(600, 5000))
+        result = run_load(process.url, lambda i: chat(key, content=f"grpc {i}"), pick(300, 5000))
         rss = rss_mb(process.process.pid)
         seconds, status = stop_timed(process)
         record(
