@@ -55,6 +55,12 @@ class TestAuthMatrix:
         assert response.status_code == 404
         assert response.json()["error"]["type"] == "not_found_error"
 
+    @pytest.mark.parametrize("user_id", [2**63, 2**63 - 1, -(2**63) - 1, 10**30, 0, -1])
+    def test_ids_out_of_range_are_404(self, client, user_id):
+        """Ids beyond what SQLite can hold (or that no user has) are a 404, never a 500."""
+        response = client.get(f"/api/users/{user_id}", headers=bearer(ADMIN_KEY))
+        assert response.status_code == 404
+
     def test_admin_key_unset_means_no_admin(self, make_client, test_settings):
         """Without ADMIN_API_KEY nobody is admin; an empty bearer is refused."""
         client = make_client(msgspec.structs.replace(test_settings, admin_api_key=None))
