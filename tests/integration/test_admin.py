@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from test_prometheus import PrometheusProcess
 
 from support.fake_loki_query import FakeLokiQuery, entries_from_json_lines
 from support.fake_tempo import FakeTempo
 from support.processes import ServiceProcess, free_port
+from support.prometheus import PrometheusProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
