@@ -37,13 +37,17 @@ CHAT_REQUEST = {
             "schema": {
                 "type": "object",
                 "required": ["model", "messages"],
+                "additionalProperties": False,
                 "properties": {
-                    "model": {"anyOf": [{"enum": [FAST_MODEL]}, {"type": "string"}]},
+                    # A served model and an unknown one; negative cases bring any other value.
+                    "model": {"enum": [FAST_MODEL, "no-such-model"]},
                     "messages": {
                         "type": "array",
+                        "minItems": 1,
                         "items": {
                             "type": "object",
                             "required": ["role", "content"],
+                            "additionalProperties": False,
                             "properties": {
                                 "role": {"enum": ["system", "user", "assistant", "tool", "developer"]},
                                 "content": {"type": "string"},
@@ -56,7 +60,7 @@ CHAT_REQUEST = {
                     "top_p": {"type": "number"},
                     "max_tokens": {"type": "integer", "minimum": 1},
                     "max_completion_tokens": {"type": "integer", "minimum": 1},
-                    "n": {"type": "integer"},
+                    "n": {"type": "integer", "minimum": 1, "maximum": 1},
                     "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                     "user": {"type": "string"},
                 },
