@@ -15,12 +15,12 @@ from opentelemetry.trace import Status, StatusCode
 from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
 from telemetry.middleware import TelemetryMiddleware, resolve_route
+from telemetry.spans import LeanTracerProvider
 from telemetry.tracing import create_tracer_provider, shutdown_tracer_provider
 
 if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import Scope
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
 
@@ -34,7 +34,7 @@ class Telemetry:
     settings: TelemetrySettings
     registry: CollectorRegistry
     http: HttpMetrics
-    tracer_provider: TracerProvider
+    tracer_provider: LeanTracerProvider
     log_sink: JsonSink
 
     @classmethod

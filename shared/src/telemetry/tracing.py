@@ -1,4 +1,4 @@
-"""The TracerProvider (SPEC §5 resource, OTEL_* sampler) and its bounded OTLP export to Tempo."""
+"""The tracer provider (SPEC §5 resource, OTEL_* sampler) and its bounded OTLP export to Tempo."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -18,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from telemetry.otlp import OtlpHttpSpanExporter
+from telemetry.spans import BatchExportProcessor, LeanTracerProvider
 
 if TYPE_CHECKING:
     from telemetry.settings import TelemetrySettings
@@ -67,22 +67,19 @@ def create_exporter(settings: TelemetrySettings) -> SpanExporter:
 
 def create_tracer_provider(
     settings: TelemetrySettings, exporter: SpanExporter | None = None
-) -> TracerProvider:
+) -> LeanTracerProvider:
     """A provider exporting in batches to Tempo when enabled; `exporter` overrides the OTLP one (tests)."""
-    provider = TracerProvider(resource=create_resource(settings), sampler=create_sampler(settings))
     if exporter is None and settings.tempo_enabled:
         exporter = create_exporter(settings)
-    if exporter is not None:
-        timeout_ms = settings.otel_export_timeout_seconds * 1000
-        provider.add_span_processor(
-            BatchSpanProcessor(exporter, max_queue_size=4096, export_timeout_millis=timeout_ms)
-        )
-    return provider
+    processor = BatchExportProcessor(exporter) if exporter is not None else None
+    return LeanTracerProvider(create_resource(settings), create_sampler(settings), processor)
 
 
-def shutdown_tracer_provider(provider: TracerProvider, deadline: float = SHUTDOWN_DEADLINE_SECONDS) -> bool:
+def shutdown_tracer_provider(
+    provider: LeanTracerProvider, deadline: float = SHUTDOWN_DEADLINE_SECONDS
+) -> bool:
     """Flush and stop `provider` within `deadline` seconds; False if it had to be abandoned."""
-    worker = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    worker = threading.Thread(target=provider.shutdown, args=(deadline,), name="otel-shutdown", daemon=True)
     worker.start()
-    worker.join(deadline)
+    worker.join(deadline + 0.5)
     return not worker.is_alive()

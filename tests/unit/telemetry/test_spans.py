@@ -1,0 +1,196 @@
+"""The lean tracer: OpenTelemetry API semantics on the write side, ReadableSpan on the read side."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import set_span_in_context
+
+from telemetry.otlp import encode_export_request
+from telemetry.spans import BatchExportProcessor, LeanSpan, LeanTracerProvider
+from telemetry.tracing import shutdown_tracer_provider
+
+RESOURCE = Resource.create({"service.name": "gatewayz-api"})
+
+
+def provider_with(exporter: SpanExporter | None = None, sampler=ALWAYS_ON) -> LeanTracerProvider:
+    processor = BatchExportProcessor(exporter) if exporter is not None else None
+    return LeanTracerProvider(RESOURCE, sampler, processor)
+
+
+def remote_parent(*, sampled: bool) -> SpanContext:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    return SpanContext(
+        0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True, trace_flags=flags
+    )
+
+
+class TestSpanApi:
+    def test_attributes_status_events_and_end(self):
+        """Attributes and events are recorded until end; OK is final; end is idempotent."""
+        exporter = InMemorySpanExporter()
+        provider = provider_with(exporter)
+        span = provider.get_tracer("t").start_span("op", kind=SpanKind.SERVER, attributes={"a": 1})
+        span.set_attribute("b", "x")
+        span.set_attributes({"c": True})
+        span.add_event("step", {"n": 2})
+        span.set_status(Status(StatusCode.OK))
+        span.set_status(StatusCode.ERROR, "too late")
+        span.end()
+        span.end()
+        span.set_attribute("after", 1)
+        provider.force_flush()
+        (done,) = exporter.get_finished_spans()
+        assert dict(done.attributes) == {"a": 1, "b": "x", "c": True}
+        assert [event.name for event in done.events] == ["step"]
+        assert done.status.status_code is StatusCode.OK
+        assert done.end_time >= done.start_time
+        assert done.kind is SpanKind.SERVER
+        assert not span.is_recording()
+
+    def test_record_exception_follows_semantic_conventions(self):
+        """An exception becomes an `exception` event with type, message and stack trace."""
+        span = provider_with().get_tracer("t").start_span("op")
+        try:
+            raise ValueError("boom")
+        except ValueError as exc:
+            span.record_exception(exc)
+        (event,) = span.events
+        assert event.name == "exception"
+        assert event.attributes["exception.type"] == "ValueError"
+        assert event.attributes["exception.message"] == "boom"
+        assert "raise ValueError" in event.attributes["exception.stacktrace"]
+
+    def test_start_as_current_span_records_escaping_exception(self):
+        """Inside the block the span is current; an escaping exception marks it ERROR and ends it."""
+        exporter = InMemorySpanExporter()
+        provider = provider_with(exporter)
+        tracer = provider.get_tracer("t")
+        seen = {}
+
+        def work() -> None:
+            with tracer.start_as_current_span("outer") as outer:
+                seen["current"] = trace.get_current_span() is outer
+                with tracer.start_as_current_span("inner") as inner:
+                    seen["nested"] = inner.parent.span_id == outer.get_span_context().span_id
+                raise RuntimeError("bad")
+
+        with pytest.raises(RuntimeError):
+            work()
+        assert seen == {"current": True, "nested": True}
+        provider.force_flush()
+        spans = {span.name: span for span in exporter.get_finished_spans()}
+        assert spans["outer"].status.status_code is StatusCode.ERROR
+        assert spans["inner"].context.trace_id == spans["outer"].context.trace_id
+        assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+class TestSampling:
+    def test_always_off_gives_ids_without_recording(self):
+        """Unsampled spans still carry valid ids (logs use them) but record and export nothing."""
+        exporter = InMemorySpanExporter()
+        provider = provider_with(exporter, ALWAYS_OFF)
+        span = provider.get_tracer("t").start_span("op")
+        assert isinstance(span, NonRecordingSpan)
+        assert span.get_span_context().is_valid
+        assert not span.get_span_context().trace_flags.sampled
+        span.end()
+        provider.force_flush()
+        assert exporter.get_finished_spans() == ()
+
+    def test_parent_based_follows_the_remote_parent(self):
+        """With parent-based sampling a sampled remote parent is recorded even at ratio 0, and vice versa."""
+        tracer = provider_with(sampler=ParentBased(TraceIdRatioBased(0.0))).get_tracer("t")
+        sampled = tracer.start_span(
+            "a", context=set_span_in_context(NonRecordingSpan(remote_parent(sampled=True)))
+        )
+        dropped = tracer.start_span(
+            "b", context=set_span_in_context(NonRecordingSpan(remote_parent(sampled=False)))
+        )
+        assert isinstance(sampled, LeanSpan)
+        assert sampled.parent.span_id == 0x00F067AA0BA902B7
+        assert sampled.get_span_context().trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+        assert isinstance(dropped, NonRecordingSpan)
+
+    def test_ratio_sampling_is_roughly_the_ratio(self):
+        """traceidratio 0.25 records about a quarter of root spans."""
+        tracer = provider_with(sampler=TraceIdRatioBased(0.25)).get_tracer("t")
+        recorded = sum(isinstance(tracer.start_span("x"), LeanSpan) for _ in range(4000))
+        assert 800 < recorded < 1200
+
+
+class TestReadableSpanCompatibility:
+    def test_stock_encoder_reads_lean_spans_like_ours(self):
+        """The SDK's own OTLP encoder accepts lean spans and agrees with our encoder byte-for-message."""
+        exporter = InMemorySpanExporter()
+        provider = provider_with(exporter)
+        tracer = provider.get_tracer("gateway", "1.0")
+        parent = set_span_in_context(NonRecordingSpan(remote_parent(sampled=True)))
+        with tracer.start_as_current_span(
+            "POST /v1/chat/completions", context=parent, kind=SpanKind.SERVER
+        ) as s:
+            s.set_attribute("http.response.status_code", 200)
+            with tracer.start_as_current_span("chat gatewayz-fast", kind=SpanKind.CLIENT) as child:
+                child.set_status(Status(StatusCode.ERROR, "upstream 500"))
+        provider.force_flush()
+        spans = exporter.get_finished_spans()
+        ours = ExportTraceServiceRequest.FromString(encode_export_request(spans))
+        assert ours == encode_spans(spans)
+        assert ours.resource_spans[0].resource.attributes[0].key
+
+
+class _BlockingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def export(self, spans):
+        self.batches.append(len(spans))
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        return None
+
+
+class TestBatchExportProcessor:
+    def test_batches_and_bounded_queue(self):
+        """Spans leave in batches of at most 512; past the queue bound new spans are dropped and counted."""
+        exporter = _BlockingExporter()
+        processor = BatchExportProcessor(exporter, max_queue=600, batch_size=512, delay_seconds=0.05)
+        provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor)
+        tracer = provider.get_tracer("t")
+        for _ in range(512):
+            tracer.start_span("x").end()
+        deadline = time.monotonic() + 5
+        while not exporter.batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert exporter.batches == [512]  # the worker is now stuck in export
+        for _ in range(700):
+            tracer.start_span("y").end()
+        assert processor.dropped == 100
+        exporter.release.set()
+        assert provider.force_flush()
+        assert sum(exporter.batches) == 1112
+
+    def test_shutdown_is_bounded_with_a_stuck_exporter(self):
+        """An exporter that never returns cannot hold shutdown past its deadline."""
+        exporter = _BlockingExporter()
+        provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, BatchExportProcessor(exporter, delay_seconds=0.01))
+        for _ in range(10):
+            provider.get_tracer("t").start_span("x").end()
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert shutdown_tracer_provider(provider, deadline=1.0) is False
+        assert time.monotonic() - started < 2.0
+        exporter.release.set()
