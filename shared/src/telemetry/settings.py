@@ -117,8 +117,8 @@ def load_settings(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
 def _describe(exc: msgspec.ValidationError, raw: Mapping[str, object]) -> str:
     """Turn msgspec's `Expected int >= 1 - at $.PORT` into `PORT='0' is invalid: expected int >= 1`."""
     message = str(exc)
-    reason, _, where = message.rpartition(" - at `$.")
-    if not where:
+    reason, separator, where = message.rpartition(" - at `$.")
+    if not separator:  # not about one field (e.g. a __post_init__ check): msgspec's message says it all
         return message
     name = where.rstrip("`").split(".")[0].split("[")[0]
     reason = reason.replace(", got `str`", "").replace("`", "")

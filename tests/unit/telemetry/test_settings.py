@@ -71,6 +71,18 @@ class TestLoadSettings:
         assert "ADMIN_API_KEY" in str(info.value)
         assert "hunter2" not in str(info.value)
 
+    def test_whole_struct_error_keeps_its_message(self):
+        """An error not tied to one field (a __post_init__ check) is reported as written, not mangled."""
+
+        class Checked(GatewaySettings, frozen=True, kw_only=True, rename="upper"):
+            def __post_init__(self) -> None:
+                if self.port == 9999:
+                    raise ValueError("PORT 9999 is reserved for the bench")
+
+        with pytest.raises(SettingsError) as info:
+            load_settings(Checked, {"PORT": "9999"})
+        assert str(info.value) == "PORT 9999 is reserved for the bench"
+
 
 class TestSettingsAsDict:
     def test_masks_secrets_and_url_credentials(self):
