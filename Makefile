@@ -30,6 +30,10 @@ traffic: install ## Send bounded synthetic traffic through the gateway (ARGS="--
 test: install ## Run the whole test suite (unit + integration)
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: install ## Short run of every benchmark (instrumentation, gateway, shipper, memory), one table
+	@$(UV) run --frozen python bench/run_all.py
+
 .PHONY: lint
 lint: install ## ruff check + format check, mypy --strict on every src/
 	@$(UV) run --frozen ruff check .

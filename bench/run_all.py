@@ -1,0 +1,67 @@
+"""`make bench`: a short run of every benchmark, summarised in one table.
+
+    uv run python bench/run_all.py
+
+Short means one round of a few seconds each: good for spotting a regression, not for publishing. The
+figures in BENCHMARKS.md come from the full commands given there (five rounds, alternating variants).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+RUNS = (
+    (
+        "instrumentation overhead (no-op route)",
+        ["instrumentation_overhead.py", "--rounds", "2", "--seconds", "3"],
+        ("full/bare throughput", "added CPU us/req", "bare req/s", "full req/s"),
+    ),
+    (
+        "gateway overhead (local provider, 0 ms)",
+        ["gateway_overhead.py", "--rounds", "1", "--seconds", "3", "--rate", "50"],
+        ("added p50 ms", "added p99 ms", "added CPU us/req", "gateway/direct throughput"),
+    ),
+    (
+        "log-shipper (file -> fake Loki)",
+        ["log_shipper_throughput.py", "--lines", "60000", "--rounds", "1"],
+        ("shipper ", "anchor ", "shipper / anchor"),
+    ),
+    (
+        "memory (RSS, MB: idle / peak / after)",
+        ["memory.py", "--requests", "600"],
+        ("gateway ", "admin ", "log-shipper "),
+    ),
+)
+
+
+def main() -> int:
+    """Run each benchmark, pick its summary lines, print them as one table."""
+    rows: list[tuple[str, str]] = []
+    failed = 0
+    for title, argv, prefixes in RUNS:
+        sys.stderr.write(f"running {title}…\n")
+        result = subprocess.run(
+            [sys.executable, str(HERE / argv[0]), *argv[1:]], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            failed += 1
+            rows.append((title, f"FAILED (exit {result.returncode}): {result.stderr.strip()[-200:]}"))
+            continue
+        for prefix in prefixes:
+            line = next((raw for raw in result.stdout.splitlines() if raw.startswith(prefix)), None)
+            value = re.sub(r"\s+", " ", line[len(prefix) :].strip(" :")) if line else "(not reported)"
+            rows.append((f"{title}: {prefix.strip()}", value))
+    width = max(len(name) for name, _ in rows)
+    print(f"{'benchmark':{width}}  value (median (min-max) where the script gives one)")
+    for name, value in rows:
+        print(f"{name:{width}}  {value}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
