@@ -9,13 +9,13 @@ import msgspec
 from loguru import logger
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Link, SpanKind
 
 from admin.loki import LogCheck, LokiClient
 from admin.settings import AdminSettings
 from admin.tempo import TempoClient, TraceCheck
 from admin.upstream import Upstream, UpstreamError
+from telemetry.spans import LeanTracerProvider
 
 TEST_LOG_LEVELS = ("INFO", "WARNING", "ERROR")
 GATEWAY_SERVICE = "gatewayz-api"
@@ -61,7 +61,7 @@ class SignalEmitter:
         self,
         *,
         settings: AdminSettings,
-        tracer_provider: TracerProvider,
+        tracer_provider: LeanTracerProvider,
         upstream: Upstream,
         tempo: TempoClient,
         loki: LokiClient,
