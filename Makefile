@@ -58,7 +58,7 @@ deploy-check: install ## Validate deploy/: promtool config + rule tests, compose
 	@$(UV) run --frozen python -m telemetry.dashboards deploy/grafana/dashboards --check
 
 .PHONY: reliability
-reliability: install ## Full reliability suite: 1,000,000 lines through Loki faults, 10-minute soak (~30 min)
+reliability: install ## Full reliability suite: 1,000,000 lines through Loki faults, 10-minute soak (~25 min)
 	@mkdir -p data
 	@RELIABILITY_FULL=1 RELIABILITY_RESULTS=$${RELIABILITY_RESULTS:-data/reliability-results.jsonl} \
 		$(UV) run --frozen pytest tests/reliability -s $(PYTEST_ARGS)
