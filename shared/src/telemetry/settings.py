@@ -75,8 +75,14 @@ class TelemetrySettings(
     """Sampler name, as the OpenTelemetry specification defines them."""
     otel_traces_sampler_arg: Ratio = 1.0
     """Sampling ratio for the `traceidratio` samplers."""
-    otel_export_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
-    """Bound on one OTLP export; keeps shutdown with Tempo down within a few seconds."""
+    otel_exporter_otlp_timeout: Annotated[int, msgspec.Meta(gt=0, le=30_000)] = 2000
+    """Bound on one OTLP export in milliseconds (the standard variable; ours defaults lower than 10 s)."""
+    otel_bsp_schedule_delay: Annotated[int, msgspec.Meta(gt=0, le=60_000)] = 1000
+    """Milliseconds between two exports of queued spans (a full batch goes at once)."""
+    otel_bsp_max_queue_size: Annotated[int, msgspec.Meta(gt=0, le=1_000_000)] = 4096
+    """Spans held for export; beyond it new spans are dropped rather than slow requests."""
+    otel_bsp_max_export_batch_size: Annotated[int, msgspec.Meta(gt=0, le=100_000)] = 512
+    """Spans per export request."""
 
 
 def _is_sequence(annotation: object) -> bool:

@@ -274,23 +274,35 @@ class BatchExportProcessor:
             self._export_queued(deadline=None)
 
     def _export_queued(self, deadline: float | None) -> bool:
-        """Export everything queued now, batch by batch; False if the deadline cut it short."""
-        with self._export_lock:
+        """Export what is queued, batch by batch; False if the deadline (or shutdown) cut it short.
+
+        The worker (no deadline) stops between batches once shutdown begins, so shutdown never waits for
+        more than the one export in flight.
+        """
+        if not self._export_lock.acquire(
+            timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())
+        ):
+            return False
+        try:
             while self._queue:
-                if deadline is not None and time.monotonic() > deadline:
+                if (deadline is None and self._stopping) or (
+                    deadline is not None and time.monotonic() > deadline
+                ):
                     return False
                 batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
                 with contextlib.suppress(Exception):  # an exporter bug must not kill the worker
                     # LeanSpan reads as a ReadableSpan: exporters only use its read side.
                     self.exporter.export(batch)  # type: ignore[arg-type]
-        return True
+            return True
+        finally:
+            self._export_lock.release()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export what is queued, within `timeout_millis`."""
         return self._export_queued(deadline=time.monotonic() + timeout_millis / 1000)
 
-    def shutdown(self, timeout_seconds: float = 4.0) -> None:
-        """Stop the worker, flush within the deadline, shut the exporter down."""
+    def shutdown(self, timeout_seconds: float = 3.0) -> None:
+        """Stop the worker, flush what time allows, shut the exporter down; never past the deadline."""
         deadline = time.monotonic() + timeout_seconds
         self._stopping = True
         self._wake.set()
@@ -334,7 +346,7 @@ class LeanTracerProvider(trace.TracerProvider):
         """Export what is queued."""
         return self.processor.force_flush(timeout_millis) if self.processor is not None else True
 
-    def shutdown(self, timeout_seconds: float = 4.0) -> None:
+    def shutdown(self, timeout_seconds: float = 3.0) -> None:
         """Flush and stop exporting, within `timeout_seconds`."""
         if self.processor is not None:
             self.processor.shutdown(timeout_seconds)

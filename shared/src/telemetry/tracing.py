@@ -22,7 +22,7 @@ from telemetry.spans import BatchExportProcessor, LeanTracerProvider
 if TYPE_CHECKING:
     from telemetry.settings import TelemetrySettings
 
-SHUTDOWN_DEADLINE_SECONDS = 4.0
+SHUTDOWN_DEADLINE_SECONDS = 3.0
 """Hard bound on flushing spans at shutdown, so a dead Tempo never holds a deploy."""
 
 
@@ -53,8 +53,8 @@ def create_resource(settings: TelemetrySettings) -> Resource:
 
 
 def create_exporter(settings: TelemetrySettings) -> SpanExporter:
-    """An OTLP exporter over gRPC or HTTP, each export bounded by `OTEL_EXPORT_TIMEOUT_SECONDS`."""
-    timeout = settings.otel_export_timeout_seconds
+    """An OTLP exporter over gRPC or HTTP, each export bounded by `OTEL_EXPORTER_OTLP_TIMEOUT`."""
+    timeout = settings.otel_exporter_otlp_timeout / 1000
     if settings.otel_exporter_otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415 - grpc is heavy; load it only when chosen
             OTLPSpanExporter as GrpcExporter,
@@ -71,7 +71,14 @@ def create_tracer_provider(
     """A provider exporting in batches to Tempo when enabled; `exporter` overrides the OTLP one (tests)."""
     if exporter is None and settings.tempo_enabled:
         exporter = create_exporter(settings)
-    processor = BatchExportProcessor(exporter) if exporter is not None else None
+    processor = None
+    if exporter is not None:
+        processor = BatchExportProcessor(
+            exporter,
+            max_queue=settings.otel_bsp_max_queue_size,
+            batch_size=min(settings.otel_bsp_max_export_batch_size, settings.otel_bsp_max_queue_size),
+            delay_seconds=settings.otel_bsp_schedule_delay / 1000,
+        )
     return LeanTracerProvider(create_resource(settings), create_sampler(settings), processor)
 
 
@@ -81,5 +88,5 @@ def shutdown_tracer_provider(
     """Flush and stop `provider` within `deadline` seconds; False if it had to be abandoned."""
     worker = threading.Thread(target=provider.shutdown, args=(deadline,), name="otel-shutdown", daemon=True)
     worker.start()
-    worker.join(deadline + 0.5)
+    worker.join(deadline)
     return not worker.is_alive()
