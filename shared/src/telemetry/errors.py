@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from loguru import logger
 
@@ -87,3 +90,30 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     Exception: unhandled_exception_handler,
 }
 """Pass as `Litestar(exception_handlers=...)`."""
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True):
+    """What went wrong."""
+
+    message: str
+    type: str
+    code: str | None
+
+
+class ErrorDocument(msgspec.Struct, frozen=True, kw_only=True):
+    """The error shape of every Gatewayz service, as OpenAPI documents it."""
+
+    error: ErrorDetail
+
+
+def error_responses(*status_codes: int, why: Mapping[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """`responses=` for a route: each status documented as the shared error document."""
+    reasons = why or {}
+    return {
+        status: ResponseSpec(
+            data_container=ErrorDocument,
+            description=reasons.get(status, HTTPStatus(status).phrase),
+            generate_examples=False,
+        )
+        for status in status_codes
+    }

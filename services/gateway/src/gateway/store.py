@@ -24,10 +24,8 @@ MICROS_PER_CREDIT = 1_000_000
 FLUSH_SECONDS = 0.25
 """Longest a write waits for its commit; 0 commits every statement."""
 _KEY_CACHE_SIZE = 10_000
-_INTEGER_MIN, _INTEGER_MAX = -(2**63), 2**63 - 1
 DEMO_USER_ID = 1
-_SQLITE_MIN_INT = -(2**63)
-_SQLITE_MAX_INT = 2**63 - 1
+_SQLITE_MIN_INT, _SQLITE_MAX_INT = -(2**63), 2**63 - 1
 DEMO_KEY_FILE = "demo-api-key.txt"
 """Beside the database: the generated demo key, readable by its owner only (the data dir is git-ignored)."""
 
@@ -178,8 +176,6 @@ class UserStore:
 
     def user(self, user_id: int) -> User | None:
         """The public profile; None also for ids no SQLite INTEGER can hold."""
-        if not _INTEGER_MIN <= user_id <= _INTEGER_MAX:
-            return None
         if not _SQLITE_MIN_INT <= user_id <= _SQLITE_MAX_INT:
             return None  # no row can have this id, and sqlite3 raises OverflowError binding it
         row = self._db.execute(

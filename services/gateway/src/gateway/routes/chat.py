@@ -11,14 +11,34 @@ from litestar.response import Stream
 from gateway.auth import bearer_key, unauthorized
 from gateway.schema import REQUEST_DECODER, describe_validation_error
 from gateway.services import services
-from telemetry.errors import ApiError
+from telemetry.errors import ApiError, error_responses
 
 CACHE_HEADER = "x-gatewayz-cache"
 """Request: `true` opts a non-zero-temperature request into the cache. Response: `hit` or `miss`."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-@post("/v1/chat/completions", tags=["inference"], status_code=200)
+CHAT_ERRORS = error_responses(
+    400,
+    401,
+    402,
+    404,
+    429,
+    502,
+    504,
+    why={
+        400: "The body is not a valid chat completion request (the message names the field).",
+        401: "The API key is missing or wrong.",
+        402: "The user's credits cannot cover the request's worst case.",
+        404: "The model is not in the catalog.",
+        429: "The provider is rate limiting.",
+        502: "Every provider for the model failed or answered garbage.",
+        504: "The provider timed out.",
+    },
+)
+
+
+@post("/v1/chat/completions", tags=["inference"], status_code=200, responses=CHAT_ERRORS)
 async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
     """A completion for the caller's key; `stream: true` answers as server-sent events."""
     gateway = services(request)

@@ -8,9 +8,10 @@ from litestar import Request, get
 
 from gateway.auth import bearer_key, unauthorized
 from gateway.services import services
+from telemetry.errors import error_responses
 
 
-@get("/v1/models", tags=["inference"], sync_to_thread=False)
+@get("/v1/models", tags=["inference"], sync_to_thread=False, responses=error_responses(401))
 def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Every model id once, owned by its first provider, with the providers serving it and its prices."""
     gateway = services(request)

@@ -11,9 +11,12 @@ from litestar.params import FromPath
 
 from gateway.auth import bearer_key, is_admin, unauthorized
 from gateway.services import services
+from telemetry.errors import error_responses
 
 
-@get("/api/users/{user_id:int}", sync_to_thread=False, tags=["users"])
+@get(
+    "/api/users/{user_id:int}", sync_to_thread=False, tags=["users"], responses=error_responses(400, 401, 404)
+)
 def get_user(request: Request[Any, Any, Any], user_id: FromPath[int]) -> dict[str, Any]:
     """Anyone sees the profile; the user's own key or the admin key also sees credits; a bad key is 401."""
     gateway = services(request)
