@@ -5,12 +5,9 @@ from __future__ import annotations
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import Any, Self
 
 from reliability.load import RequestSpec
 from support.processes import ServiceProcess
@@ -84,27 +81,9 @@ class BlackHole:
 class PipedServiceProcess(ServiceProcess):
     """A `ServiceProcess` whose stdin is a pipe the test writes to (the log-shipper's pipe mode)."""
 
-    def start(self, ready_path: str = "/health", timeout: float = 30.0) -> PipedServiceProcess:
+    def start(self, ready_path: str = "/health", timeout: float = 30.0, *, stdin: int | None = None) -> Self:
         """Start with stdin on a pipe and wait until `ready_path` answers 200."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=self.stdout_path.open("ab"),
-            stderr=self.stderr_path.open("ab"),
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.module} exited {self.process.returncode}: {self.stderr()}")
-            try:
-                if httpx.get(self.url + ready_path, timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise TimeoutError(f"{self.module} not ready on {self.url}{ready_path}: {self.stderr()}")
+        return super().start(ready_path, timeout, stdin=subprocess.PIPE if stdin is None else stdin)
 
     def write(self, data: bytes) -> None:
         """Write to the process's stdin."""

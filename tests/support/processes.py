@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -40,11 +41,12 @@ class ServiceProcess:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_path: str = "/health", timeout: float = 30.0) -> ServiceProcess:
-        """Start and wait until `ready_path` answers 200."""
+    def start(self, ready_path: str = "/health", timeout: float = 30.0, *, stdin: int | None = None) -> Self:
+        """Start (stdin `subprocess.PIPE` to write to it) and wait until `ready_path` answers 200."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],
             env=self.env,
+            stdin=stdin,
             stdout=self.stdout_path.open("ab"),
             stderr=self.stderr_path.open("ab"),
         )
