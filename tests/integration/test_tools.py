@@ -117,7 +117,12 @@ class TestStack:
         assert local_stack.loki.wait_for(1, timeout=20, service="gatewayz-api")
         assert local_stack.loki.wait_for(1, timeout=20, service="gatewayz-admin")
         assert local_stack.loki.wait_for(1, timeout=20, service="gatewayz-log-shipper")
-        gateway_lines = local_stack.loki.lines(service="gatewayz-api")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            gateway_lines = local_stack.loki.lines(service="gatewayz-api")
+            if any('"message":"Request completed"' in line for line in gateway_lines):
+                break
+            time.sleep(0.2)
         assert any('"message":"Request completed"' in line for line in gateway_lines)
 
     def test_output_is_readable_and_coloured_per_service(self, local_stack):

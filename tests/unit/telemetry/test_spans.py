@@ -167,7 +167,7 @@ class TestBatchExportProcessor:
     def test_batches_and_bounded_queue(self):
         """Spans leave in batches of at most 512; past the queue bound new spans are dropped and counted."""
         exporter = _BlockingExporter()
-        processor = BatchExportProcessor(exporter, max_queue=600, batch_size=512, delay_seconds=0.05)
+        processor = BatchExportProcessor(exporter, max_queue=600, batch_size=512, delay_seconds=30)
         provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor)
         tracer = provider.get_tracer("t")
         for _ in range(512):
@@ -184,13 +184,18 @@ class TestBatchExportProcessor:
         assert sum(exporter.batches) == 1112
 
     def test_shutdown_is_bounded_with_a_stuck_exporter(self):
-        """An exporter that never returns cannot hold shutdown past its deadline."""
+        """An export that never returns cannot hold shutdown past its deadline; nothing more is sent."""
         exporter = _BlockingExporter()
-        provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, BatchExportProcessor(exporter, delay_seconds=0.01))
-        for _ in range(10):
+        processor = BatchExportProcessor(exporter, batch_size=10, delay_seconds=30)
+        provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor)
+        for _ in range(10):  # a full batch wakes the worker at once
             provider.get_tracer("t").start_span("x").end()
-        time.sleep(0.2)
+        time.sleep(0.2)  # the worker is now stuck exporting those 10
+        for _ in range(5):
+            provider.get_tracer("t").start_span("y").end()
         started = time.monotonic()
-        assert shutdown_tracer_provider(provider, deadline=1.0) is False
-        assert time.monotonic() - started < 2.0
+        shutdown_tracer_provider(provider, deadline=1.0)
+        assert time.monotonic() - started < 1.5
         exporter.release.set()
+        time.sleep(0.2)
+        assert exporter.batches == [10]  # once stopping, the worker starts no further batch
