@@ -49,6 +49,19 @@ class LoadResult:
         return statistics.median(self.latencies) * 1000 if self.latencies else 0.0
 
 
+async def _send(client: httpx.AsyncClient, request: RequestSpec, result: LoadResult) -> None:
+    """One request, its status and latency (or its transport error) recorded in `result`."""
+    method, path, kwargs = request
+    started = time.perf_counter()
+    try:
+        response = await client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        result.errors[type(exc).__name__] += 1
+        return
+    result.latencies.append(time.perf_counter() - started)
+    result.statuses[response.status_code] += 1
+
+
 async def _drive(
     base_url: str,
     spec: Callable[[int], RequestSpec],
@@ -68,15 +81,7 @@ async def _drive(
             for index in counter:
                 if time.perf_counter() >= deadline:
                     return
-                method, path, kwargs = spec(index)
-                started = time.perf_counter()
-                try:
-                    response = await client.request(method, path, **kwargs)
-                except httpx.HTTPError as exc:
-                    result.errors[type(exc).__name__] += 1
-                    continue
-                result.latencies.append(time.perf_counter() - started)
-                result.statuses[response.status_code] += 1
+                await _send(client, spec(index), result)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -104,15 +109,7 @@ async def _paced(
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout) as client:
 
         async def one(index: int) -> None:
-            method, path, kwargs = spec(index)
-            started = time.perf_counter()
-            try:
-                response = await client.request(method, path, **kwargs)
-            except httpx.HTTPError as exc:
-                result.errors[type(exc).__name__] += 1
-                return
-            result.latencies.append(time.perf_counter() - started)
-            result.statuses[response.status_code] += 1
+            await _send(client, spec(index), result)
 
         tasks: set[asyncio.Task[None]] = set()
         start = time.perf_counter()

@@ -38,15 +38,6 @@ START_HINTS = {
 GATEWAY_SERVICE = "gatewayz-api"
 
 
-@dataclass(slots=True)
-class Result:
-    """One checklist item's outcome."""
-
-    ok: bool
-    evidence: str
-    hint: str = ""
-
-
 class CheckFailedError(Exception):
     """A check found the stack wrong: the message is the evidence, `hint` the likely cause and fix."""
 
