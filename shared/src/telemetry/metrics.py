@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
+
+from telemetry.loop_metrics import (
+    CounterChild,
+    GaugeChild,
+    HistogramChild,
+    LoopCounter,
+    LoopGauge,
+    LoopHistogram,
+)
 
 # `_created` series double the series count and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -40,15 +42,15 @@ def create_registry() -> CollectorRegistry:
 class RouteInstruments:
     """Metric children pre-bound for one (method, path), so the hot path does no label lookups."""
 
-    duration: Histogram
-    in_progress: Gauge
-    request_size: Histogram
-    response_size: Histogram
-    _requests: Counter
+    duration: HistogramChild
+    in_progress: GaugeChild
+    request_size: HistogramChild
+    response_size: HistogramChild
+    _requests: LoopCounter
     _labels: tuple[str, str, str]
-    _by_status: dict[int, Counter] = field(default_factory=dict)
+    _by_status: dict[int, CounterChild] = field(default_factory=dict)
 
-    def requests(self, status_code: int) -> Counter:
+    def requests(self, status_code: int) -> CounterChild:
         """The request counter child for `status_code`."""
         child = self._by_status.get(status_code)
         if child is None:
@@ -58,49 +60,52 @@ class RouteInstruments:
 
 
 class HttpMetrics:
-    """`fastapi_*` families: requests, duration, in progress, request/response size, exceptions."""
+    """`fastapi_*` families: requests, duration, in progress, request/response size, exceptions.
+
+    Lock-free `loop_metrics` families: they are updated only from the event-loop thread.
+    """
 
     def __init__(self, registry: CollectorRegistry, app_name: str) -> None:
         self.app_name = app_name
         labels = ["app_name", "method", "path"]
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "fastapi_requests",
             "HTTP requests by method, route template and status code.",
             [*labels, "status_code"],
-            registry=registry,
+            registry,
         )
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "fastapi_requests_duration_seconds",
             "HTTP request duration in seconds, by route template.",
             labels,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
+            registry,
+            DURATION_BUCKETS,
         )
-        self.in_progress = Gauge(
+        self.in_progress = LoopGauge(
             "fastapi_requests_in_progress",
             "HTTP requests being served right now.",
             labels,
-            registry=registry,
+            registry,
         )
-        self.request_size = Histogram(
+        self.request_size = LoopHistogram(
             "fastapi_request_size_bytes",
             "HTTP request body size in bytes, as received.",
             labels,
-            buckets=SIZE_BUCKETS,
-            registry=registry,
+            registry,
+            SIZE_BUCKETS,
         )
-        self.response_size = Histogram(
+        self.response_size = LoopHistogram(
             "fastapi_response_size_bytes",
             "HTTP response body size in bytes, as sent.",
             labels,
-            buckets=SIZE_BUCKETS,
-            registry=registry,
+            registry,
+            SIZE_BUCKETS,
         )
-        self.exceptions = Counter(
+        self.exceptions = LoopCounter(
             "fastapi_exceptions",
             "Unhandled exceptions raised while serving HTTP requests, by type.",
             ["app_name", "exception_type"],
-            registry=registry,
+            registry,
         )
         self._routes: dict[tuple[str, str], RouteInstruments] = {}
 

@@ -63,6 +63,35 @@ def resolve_route(app: Litestar, scope: Scope) -> str | None:
     return str(template)
 
 
+class RouteResolver:
+    """`resolve_route` with a bounded memo per (method, path).
+
+    Litestar's lookup runs a regex and builds a tuple on every call, and a few paths make up most traffic.
+    Long paths are not memoised and a full memo is emptied, so random paths cost memory only up to the
+    bound, never grow it.
+    """
+
+    def __init__(self, app: Litestar, *, max_entries: int = 4096, max_path_length: int = 256) -> None:
+        self._app = app
+        self._memo: dict[tuple[object, str, str], str | None] = {}
+        self._max_entries = max_entries
+        self._max_path_length = max_path_length
+
+    def __call__(self, scope: Scope) -> str | None:
+        """The route template serving `scope`, or None."""
+        key = (scope.get("method", ""), scope["path"], scope.get("root_path", ""))
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        template = resolve_route(self._app, scope)
+        if len(key[1]) <= self._max_path_length:
+            if len(self._memo) >= self._max_entries:
+                self._memo.clear()
+            self._memo[key] = template
+        return template
+
+
 class _Exchange:
     """What the middleware learns about one request while the app serves it, via wrapped receive/send."""
 
@@ -177,7 +206,7 @@ class TelemetryMiddleware:
         context = span.get_span_context()
         trace_id = format(context.trace_id, "032x") if context.is_valid else None
         # Exemplars point at stored traces only: an unsampled trace id would open nothing in Tempo.
-        exemplar = {"trace_id": trace_id} if trace_id is not None and context.trace_flags.sampled else None
+        exemplar = trace_id if trace_id is not None and context.trace_flags.sampled else None
         instruments.requests(status).inc(1, exemplar)
         instruments.duration.observe(duration, exemplar)
         instruments.request_size.observe(exchange.request_bytes)
@@ -195,4 +224,7 @@ class TelemetryMiddleware:
 
 
 def _has_traceparent(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    return any(name == b"traceparent" for name, _ in headers)
+    for name, _ in headers:  # noqa: SIM110 - any() over a generator costs twice as much here
+        if name == b"traceparent":
+            return True
+    return False

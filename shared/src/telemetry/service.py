@@ -14,7 +14,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
-from telemetry.middleware import TelemetryMiddleware, resolve_route
+from telemetry.middleware import RouteResolver, TelemetryMiddleware
 from telemetry.spans import LeanTracerProvider
 from telemetry.tracing import create_tracer_provider, shutdown_tracer_provider
 
@@ -76,7 +76,7 @@ def instrument(app: Litestar, telemetry: Telemetry) -> Litestar:
     settings = telemetry.settings
     app.asgi_handler = TelemetryMiddleware(
         app.asgi_handler,
-        route_resolver=partial(resolve_route, app),
+        route_resolver=RouteResolver(app),
         metrics=telemetry.http,
         tracer=telemetry.tracer,
         exclude_paths=settings.metrics_exclude_paths,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -191,6 +191,22 @@ class LeanTracer(trace.Tracer):
         current = trace.get_current_span(context).get_span_context()
         parent = current if current.is_valid else None
         trace_id = parent.trace_id if parent is not None else _random.getrandbits(128) or 1
+        if self.provider.parent_based_always_on:
+            # The default sampler's decision, without building its SamplingResult: follow the parent's
+            # sampled flag (remote or local alike), sample every root.
+            sampled = parent is None or parent.trace_flags.sampled
+            span_context = SpanContext(
+                trace_id,
+                _random.getrandbits(64) or 1,
+                is_remote=False,
+                trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
+                trace_state=parent.trace_state if parent is not None else None,
+            )
+            if not sampled:
+                return trace.NonRecordingSpan(span_context)
+            return LeanSpan(
+                name, span_context, parent, kind, attributes, links or (), start_time or time.time_ns(), self
+            )
         result = self.provider.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         sampled = result.decision in _SAMPLED_DECISIONS
         span_context = SpanContext(
@@ -269,15 +285,17 @@ class BatchExportProcessor:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(self._delay)
+            # Woken by a full batch: send full batches only, and leave the rest for the next wake. Sending
+            # whatever trickled in meanwhile would turn steady traffic into a POST per few spans.
+            full_only = self._wake.wait(self._delay)
             self._wake.clear()
-            self._export_queued(deadline=None)
+            self._export_queued(deadline=None, full_only=full_only)
 
-    def _export_queued(self, deadline: float | None) -> bool:
+    def _export_queued(self, deadline: float | None, *, full_only: bool = False) -> bool:
         """Export what is queued, batch by batch; False if the deadline (or shutdown) cut it short.
 
         The worker (no deadline) stops between batches once shutdown begins, so shutdown never waits for
-        more than the one export in flight.
+        more than the one export in flight. With `full_only`, it stops when less than a batch is left.
         """
         if not self._export_lock.acquire(
             timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -289,6 +307,8 @@ class BatchExportProcessor:
                     deadline is not None and time.monotonic() > deadline
                 ):
                     return False
+                if full_only and len(self._queue) < self._batch_size:
+                    return True
                 batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
                 with contextlib.suppress(Exception):  # an exporter bug must not kill the worker
                     # LeanSpan reads as a ReadableSpan: exporters only use its read side.
@@ -311,12 +331,27 @@ class BatchExportProcessor:
         self.exporter.shutdown()
 
 
+def is_parent_based_always_on(sampler: Sampler) -> bool:
+    """True for `parentbased_always_on` (the default) with its default delegates, which tracers inline."""
+    if not isinstance(sampler, ParentBased):
+        return False
+    delegates = vars(sampler)
+    return (
+        delegates.get("_root") is ALWAYS_ON
+        and delegates.get("_remote_parent_sampled") is ALWAYS_ON
+        and delegates.get("_local_parent_sampled") is ALWAYS_ON
+        and delegates.get("_remote_parent_not_sampled") is ALWAYS_OFF
+        and delegates.get("_local_parent_not_sampled") is ALWAYS_OFF
+    )
+
+
 class LeanTracerProvider(trace.TracerProvider):
     """Hands out `LeanTracer`s sharing one resource, sampler and (optional) export processor."""
 
     def __init__(self, resource: Resource, sampler: Sampler, processor: BatchExportProcessor | None) -> None:
         self.resource = resource
         self.sampler = sampler
+        self.parent_based_always_on = is_parent_based_always_on(sampler)
         self.processor = processor
         self._tracers: dict[tuple[str, str | None], LeanTracer] = {}
 

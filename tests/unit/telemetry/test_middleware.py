@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from telemetry.metrics import UNMATCHED_PATH
+from telemetry.middleware import RouteResolver, resolve_route
 
 APP = "gatewayz"
 
@@ -103,3 +104,19 @@ class TestSpans:
 
     def test_unmatched_path_constant_exists(self):
         assert UNMATCHED_PATH == "<unmatched>"
+
+
+class TestRouteResolver:
+    def test_memo_answers_as_litestar_and_stays_bounded(self, app):
+        """Memoised lookups give Litestar's answer; random paths never grow the memo past its bound."""
+        resolver = RouteResolver(app, max_entries=8, max_path_length=32)
+        for _ in range(2):  # the second pass is served from the memo
+            assert resolver(_scope("/items/7")) == "/items/{item_id}"
+            assert resolver(_scope("/items/7", method="DELETE")) is None
+            assert resolver(_scope("/nowhere")) is None
+        for n in range(100):
+            assert resolver(_scope(f"/random/{n}")) is None
+            assert len(resolver._memo) <= 8
+        long_path = "/items/" + "9" * 40
+        assert resolver(_scope(long_path)) == resolve_route(app, _scope(long_path)) == "/items/{item_id}"
+        assert ("GET", long_path, "") not in resolver._memo

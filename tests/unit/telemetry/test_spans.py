@@ -12,8 +12,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    StaticSampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.propagation import set_span_in_context
 
 from telemetry.otlp import encode_export_request
@@ -122,6 +137,41 @@ class TestSampling:
         assert sampled.get_span_context().trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
         assert isinstance(dropped, NonRecordingSpan)
 
+    @pytest.mark.parametrize(
+        "parent", ["none", "remote-sampled", "remote-unsampled", "local-sampled", "local-unsampled"]
+    )
+    def test_default_sampler_fast_path_decides_as_the_sdk(self, parent):
+        """The inlined `parentbased_always_on` decides as the SDK's sampler, for every kind of parent."""
+        fast = provider_with(sampler=ParentBased(ALWAYS_ON))
+        # The same decisions through a delegate that is not the ALWAYS_OFF singleton: the SDK path.
+        slow = provider_with(
+            sampler=ParentBased(ALWAYS_ON, local_parent_not_sampled=StaticSampler(Decision.DROP))
+        )
+        assert fast.parent_based_always_on
+        assert not slow.parent_based_always_on
+        context = None
+        if parent != "none":
+            where, state = parent.split("-")
+            flags = TraceFlags(TraceFlags.SAMPLED if state == "sampled" else TraceFlags.DEFAULT)
+            parent_context = SpanContext(
+                0x4BF92F3577B34DA6A3CE929D0E0E4736,
+                0x00F067AA0BA902B7,
+                is_remote=where == "remote",
+                trace_flags=flags,
+                trace_state=TraceState([("vendor", "x")]),
+            )
+            context = set_span_in_context(NonRecordingSpan(parent_context))
+        fast_span = fast.get_tracer("t").start_span("op", context=context, attributes={"a": 1})
+        slow_span = slow.get_tracer("t").start_span("op", context=context, attributes={"a": 1})
+        assert type(fast_span) is type(slow_span)
+        fast_context, slow_context = fast_span.get_span_context(), slow_span.get_span_context()
+        assert fast_context.trace_flags == slow_context.trace_flags
+        assert fast_context.trace_state == slow_context.trace_state
+        if parent != "none":
+            assert fast_context.trace_id == slow_context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+        if isinstance(fast_span, LeanSpan):
+            assert dict(fast_span.attributes) == dict(slow_span.attributes) == {"a": 1}
+
     def test_ratio_sampling_is_roughly_the_ratio(self):
         """traceidratio 0.25 records about a quarter of root spans."""
         tracer = provider_with(sampler=TraceIdRatioBased(0.25)).get_tracer("t")
@@ -182,6 +232,40 @@ class TestBatchExportProcessor:
         exporter.release.set()
         assert provider.force_flush()
         assert sum(exporter.batches) == 1112
+
+    def test_a_full_batch_wake_sends_full_batches_only(self):
+        """Spans that trickle in while a batch is exported wait for the next full batch or the delay,
+        so steady traffic is sent in full batches, not one POST per few spans."""
+        exporter = _BlockingExporter()
+        processor = BatchExportProcessor(exporter, batch_size=10, delay_seconds=30)
+        tracer = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor).get_tracer("t")
+        for _ in range(10):
+            tracer.start_span("x").end()
+        deadline = time.monotonic() + 5
+        while not exporter.batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(23):  # arrive while the first batch is being exported
+            tracer.start_span("y").end()
+        exporter.release.set()
+        deadline = time.monotonic() + 5
+        while sum(exporter.batches) < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert exporter.batches == [10, 10, 10]  # the 3 left over wait: no partial batch
+        assert processor.force_flush()
+        assert exporter.batches == [10, 10, 10, 3]
+
+    def test_the_delay_sends_a_partial_batch(self):
+        """Below a full batch, what is queued leaves once the schedule delay has passed."""
+        exporter = InMemorySpanExporter()
+        processor = BatchExportProcessor(exporter, batch_size=512, delay_seconds=0.2)
+        tracer = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor).get_tracer("t")
+        for _ in range(3):
+            tracer.start_span("x").end()
+        deadline = time.monotonic() + 5
+        while len(exporter.get_finished_spans()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(exporter.get_finished_spans()) == 3
 
     def test_shutdown_is_bounded_with_a_stuck_exporter(self):
         """An export that never returns cannot hold shutdown past its deadline; nothing more is sent."""
