@@ -1,6 +1,7 @@
 """Instrumentation overhead: the same no-op route bare vs with full telemetry, side by side in one run.
 
     uv run python bench/instrumentation_overhead.py [--rounds 5] [--seconds 10] [--connections 16]
+        [--variants bare,full[,unexported,metrics]]
 
 The server is pinned to CPU 0, wrk and the OTLP sink to CPU 1. Variants alternate within each round; the
 script prints per-round figures, then medians (min-max) of throughput, CPU per request and their ratios.
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+from instrumented_server import VARIANTS
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -124,22 +126,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--variants", default="bare,full", help="bare first; others: " + ",".join(VARIANTS))
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    if variants[0] != "bare" or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: bare first, then any of {', '.join(VARIANTS)}")
 
     sink_port, server_port = 14318, 18900
     sink = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
     )
     otlp_url = f"http://127.0.0.1:{sink_port}"
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "full": []}
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     try:
         for round_no in range(args.rounds):
-            order = ("bare", "full") if round_no % 2 == 0 else ("full", "bare")
+            order = variants if round_no % 2 == 0 else variants[::-1]
             for variant in order:
                 result = measure(variant, server_port, otlp_url, args.seconds, args.connections)
                 results[variant].append(result)
                 print(
-                    f"round {round_no + 1} {variant:4}: {result['rps']:8.0f} req/s  "
+                    f"round {round_no + 1} {variant:10}: {result['rps']:8.0f} req/s  "
                     f"{result['cpu_us_per_req']:6.1f} us CPU/req  p50 {result['p50_ms']:.2f} ms  "
                     f"server core {result['server_core']:.2f}  wrk core {result['wrk_core']:.2f}  "
                     f"RSS {result['rss_mb']:.0f} MB",
@@ -148,20 +154,20 @@ def main() -> None:
     finally:
         sink.kill()
 
-    ratios = [f["rps"] / b["rps"] for b, f in zip(results["bare"], results["full"], strict=True)]
-    added = [
-        f["cpu_us_per_req"] - b["cpu_us_per_req"]
-        for b, f in zip(results["bare"], results["full"], strict=True)
-    ]
     print()
     print(f"{'':24}{'median (min-max)':>28}")
-    for variant in ("bare", "full"):
+    for variant in variants:
         print(f"{variant + ' req/s':24}{summary([r['rps'] for r in results[variant]]):>28}")
         print(f"{variant + ' CPU us/req':24}{summary([r['cpu_us_per_req'] for r in results[variant]]):>28}")
-    print(
-        f"{'full/bare throughput':24}{statistics.median(ratios):10.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
-    )
-    print(f"{'added CPU us/req':24}{summary(added):>28}")
+    bare = results["bare"]
+    for variant in variants[1:]:
+        ratios = [v["rps"] / b["rps"] for b, v in zip(bare, results[variant], strict=True)]
+        added = [v["cpu_us_per_req"] - b["cpu_us_per_req"] for b, v in zip(bare, results[variant], strict=True)]
+        print(
+            f"{variant + '/bare throughput':24}"
+            f"{statistics.median(ratios):10.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+        )
+        print(f"{variant + ' added CPU us/req':24}{summary(added):>28}")
     print(f"{'wrk core use (max)':24}{max(r['wrk_core'] for v in results.values() for r in v):10.2f}")
 
 

@@ -1,6 +1,6 @@
 """A server for the instrumentation benchmark: the same no-op route, bare or with full telemetry.
 
-    python bench/instrumented_server.py {bare|full} PORT [OTLP_HTTP_URL]
+    python bench/instrumented_server.py {bare|full|unexported|metrics} PORT [OTLP_HTTP_URL]
 
 `full` = HTTP metrics + a server span per request (default parent-based always-on sampling, batch-exported
 over OTLP/HTTP to OTLP_HTTP_URL) + one JSON access line per request on stdout.
@@ -22,12 +22,21 @@ def noop() -> dict[str, str]:
     return {"status": "ok"}
 
 
+VARIANTS = {
+    "bare": "Litestar alone",
+    "full": "metrics, spans exported over OTLP/HTTP, access line",
+    "unexported": "full, but spans recorded and not exported (ablation)",
+    "metrics": "metrics and access line, sampler always_off (ablation)",
+}
+
+
 def build(variant: str, otlp_url: str | None) -> Litestar:
     if variant == "bare":
         return Litestar(route_handlers=[noop], logging_config=None)
     settings = GatewaySettings(
-        tempo_enabled=otlp_url is not None,
+        tempo_enabled=otlp_url is not None and variant == "full",
         tempo_otlp_http_endpoint=otlp_url or "http://127.0.0.1:4318",
+        otel_traces_sampler="always_off" if variant == "metrics" else "parentbased_always_on",
     )
     telemetry = Telemetry.create(settings)
     app = Litestar(

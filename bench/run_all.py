@@ -19,7 +19,7 @@ RUNS = (
     (
         "instrumentation overhead (no-op route)",
         ["instrumentation_overhead.py", "--rounds", "2", "--seconds", "3"],
-        ("full/bare throughput", "added CPU us/req", "bare req/s", "full req/s"),
+        ("full/bare throughput", "full added CPU us/req", "bare req/s", "full req/s"),
     ),
     (
         "gateway overhead (local provider, 0 ms)",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import Link, SpanContext
+    from opentelemetry.trace import Link, SpanContext, Status
 
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
@@ -82,23 +81,31 @@ def _key_value(key: str, value: Any) -> bytes:  # noqa: ANN401 - see _any_value
     return _string(0x0A, key) + _field(0x12, _any_value(value))
 
 
-# typed=True: True, 1 and 1.0 are equal keys to a plain cache but encode differently.
-@lru_cache(maxsize=8192, typed=True)
-def _scalar_attribute(tag: int, key: str, value: str | float) -> bytes:
-    """A whole attribute field for a hashable scalar; method, route, status… repeat on every span."""
-    return _field(tag, _key_value(key, value))
+_ATTRIBUTE_MEMO: dict[tuple[int, str, object, type], bytes] = {}
+_ATTRIBUTE_MEMO_SIZE = 8192
 
 
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
+    """Repeated attribute fields; scalar ones (method, route, status… repeat on every span) are memoised."""
     if not attributes:
         return b""
     out = []
+    memo = _ATTRIBUTE_MEMO
     for name, value in attributes.items():
-        if isinstance(value, str | int | float):
-            out.append(_scalar_attribute(tag, name, value))
-        else:
-            out.append(_field(tag, _key_value(name, value)))
+        # The type is part of the key: True, 1 and 1.0 are equal keys but encode differently.
+        key = (tag, name, value, value.__class__)
+        encoded = memo.get(key) if value.__class__ in _SCALARS else None
+        if encoded is None:
+            encoded = _field(tag, _key_value(name, value))
+            if value.__class__ in _SCALARS:
+                if len(memo) >= _ATTRIBUTE_MEMO_SIZE:
+                    memo.clear()
+                memo[key] = encoded
+        out.append(encoded)
     return b"".join(out)
+
+
+_SCALARS = frozenset({str, int, float, bool})
 
 
 def _trace_state(context: SpanContext) -> str:
@@ -130,30 +137,9 @@ def _link(link: Link) -> bytes:
     return out + b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | (_IS_REMOTE if context.is_remote else 0))
 
 
-def encode_span(span: ReadableSpan) -> bytes:
-    """One `Span` message (tags precomputed: field number << 3 | wire type)."""
-    context = span.get_span_context()
-    assert context is not None  # noqa: S101 - a finished SDK span always has a context
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
-    if context.trace_state:
-        parts.append(_string(0x1A, _trace_state(context)))
-    parent = span.parent
-    if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    parts += (
-        _string(0x2A, span.name),
-        _SPAN_KINDS[span.kind.value],
-        b"\x39",
-        _FIXED64.pack(span.start_time or 0),
-        b"\x41",
-        _FIXED64.pack(span.end_time or 0),
-        _attributes(0x4A, span.attributes),
-    )
+def _span_extras(span: ReadableSpan) -> list[bytes]:
+    """Dropped-attribute count, events and links (fields 10-14): absent from most spans."""
+    parts = []
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
     parts.extend(_field(0x5A, _event(event)) for event in span.events)
@@ -162,15 +148,58 @@ def encode_span(span: ReadableSpan) -> bytes:
     parts.extend(_field(0x6A, _link(link)) for link in span.links)
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
-    # Status is always present (possibly empty), as the stock encoder writes it.
-    status = span.status
+    return parts
+
+
+def _status(status: Status) -> bytes:
+    """Status {message 2, code 3}."""
     payload = _string(0x12, status.description) if status.description else b""
     if status.status_code is not StatusCode.UNSET:
         payload += b"\x18" + _varint(status.status_code.value)
+    return _field(0x7A, payload)
+
+
+_IDS = struct.Struct(">2sQQ2sQ")  # the trace id as two big-endian halves, then the span id
+_TIMES = struct.Struct("<BQBQ")  # start (field 7) and end (field 8), fixed64
+_EMPTY_STATUS = b"\x7a\x00"
+_NAMES: dict[str, bytes] = {}
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One `Span` message (tags precomputed: field number << 3 | wire type)."""
+    context = span.get_span_context()
+    assert context is not None  # noqa: S101 - a finished SDK span always has a context
+    trace_id = context.trace_id
+    parts = [
+        _IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & 0xFFFFFFFFFFFFFFFF, b"\x12\x08", context.span_id)
+    ]
+    if context.trace_state:
+        parts.append(_string(0x1A, _trace_state(context)))
+    parent = span.parent
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+    name = span.name
+    encoded_name = _NAMES.get(name)
+    if encoded_name is None:
+        encoded_name = _string(0x2A, name)
+        if len(_NAMES) < _ATTRIBUTE_MEMO_SIZE:
+            _NAMES[name] = encoded_name
     parts += (
-        _field(0x7A, payload),
-        _REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS,
+        encoded_name,
+        _SPAN_KINDS[span.kind._value_],  # `_value_`: the enum's `value` property is a descriptor call
+        _TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0),
+        _attributes(0x4A, span.attributes),
     )
+    if span.dropped_attributes or span.events or span.links:
+        parts += _span_extras(span)
+    status = span.status
+    # Status is always present (possibly empty), as the stock encoder writes it.
+    parts.append(
+        _EMPTY_STATUS
+        if status.status_code is StatusCode.UNSET and not status.description
+        else _status(status)
+    )
+    parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(parts)
 
 

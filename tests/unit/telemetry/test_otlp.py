@@ -65,6 +65,17 @@ class TestEncodeExportRequest:
         stock = encode_spans(spans)
         assert ours == stock
 
+    def test_memoised_attributes_keep_their_types(self):
+        """True, 1 and 1.0 are equal dict keys; each still encodes as its own OTLP type, call after call."""
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        for value in (True, 1, 1.0, True, 1, 1.0):
+            provider.get_tracer("t").start_span("same name", attributes={"x": value}).end()
+        spans = exporter.get_finished_spans()
+        for _ in range(2):  # the second pass is served from the memo
+            assert ExportTraceServiceRequest.FromString(encode_export_request(spans)) == encode_spans(spans)
+
     def test_ids_and_names_survive(self):
         """Trace and span ids, names and the remote parent round-trip exactly."""
         spans = _spans()
