@@ -40,6 +40,10 @@ LEVEL_NUMBERS = {
 }
 
 
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
+"""The sub-second tail of every timestamp, formatted once."""
+
+
 class JsonSink:
     """Writes one SPEC §4 JSON object per line with a reused msgspec encoder.
 
@@ -81,10 +85,11 @@ class JsonSink:
                 self._stream.write(data)
                 self._stream.flush()
                 return
-            view = memoryview(data)
-            while view:
-                written = os.write(1, view)
-                view = view[written:]
+            written = os.write(1, data)
+            if written < len(data):  # a pipe may take part of a long line; write the rest
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(1, view) :]
 
     def build(self, record: Record) -> dict[str, Any]:
         """The JSON object for `record`: base fields, extras (secrets masked), trace ids, message."""
@@ -114,8 +119,8 @@ class JsonSink:
         if second != self._second:
             self._second = second
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        millis = int((timestamp - second) * 1000)
-        return f"{self._second_text}.{millis:03d}Z"
+        # min(): a fraction a hair under 1 can round up to 1000.0 when multiplied.
+        return self._second_text + _MILLIS[min(int((timestamp - second) * 1000), 999)]
 
 
 def _format_exception(exception: RecordException) -> str:

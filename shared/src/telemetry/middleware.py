@@ -204,7 +204,7 @@ class TelemetryMiddleware:
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         context = span.get_span_context()
-        trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        trace_id = context.trace_id.to_bytes(16, "big").hex() if context.is_valid else None
         # Exemplars point at stored traces only: an unsampled trace id would open nothing in Tempo.
         exemplar = trace_id if trace_id is not None and context.trace_flags.sampled else None
         instruments.requests(status).inc(1, exemplar)
@@ -217,9 +217,9 @@ class TelemetryMiddleware:
                 "endpoint": template if template is not None else scope["path"][:256],
                 "method": method,
                 "status_code": status,
-                "duration_ms": round(duration * 1000, 3),
+                "duration_ms": round(duration * 1_000_000) / 1000,  # to the µs; round(x, 3) is 4x slower
             }
-            span_id = format(context.span_id, "016x") if trace_id is not None else None
+            span_id = context.span_id.to_bytes(8, "big").hex() if trace_id is not None else None
             self.access_log(level, "Request completed", fields, trace_id, span_id)
 
 

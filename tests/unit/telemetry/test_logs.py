@@ -145,3 +145,16 @@ class TestServerStdout:
         assert any("Application startup complete" in message for message in messages), result.stderr
         assert all(line["service"] == "gatewayz-api" and TIMESTAMP.match(line["timestamp"]) for line in lines)
         assert result.stderr == b""
+
+
+class TestTimestamp:
+    def test_utc_milliseconds_truncated_never_rolling_over(self):
+        """Milliseconds are truncated, and a fraction a hair under 1 stays in its own second."""
+        from telemetry.logs import JsonSink  # noqa: PLC0415
+
+        sink = JsonSink("gatewayz-api")
+        assert sink._timestamp(1_795_000_000.0) == "2026-11-18T11:06:40.000Z"
+        assert sink._timestamp(1_795_000_000.1239) == "2026-11-18T11:06:40.123Z"
+        assert sink._timestamp(1_795_000_000.9995) == "2026-11-18T11:06:40.999Z"
+        assert sink._timestamp(1_795_000_001.5) == "2026-11-18T11:06:41.500Z"
+        assert sink._timestamp(float.fromhex("0x1.fffffffffffffp-1")) == "1970-01-01T00:00:00.999Z"
