@@ -161,8 +161,9 @@ def main() -> None:
         print(f"{variant + ' CPU us/req':24}{summary([r['cpu_us_per_req'] for r in results[variant]]):>28}")
     bare = results["bare"]
     for variant in variants[1:]:
-        ratios = [v["rps"] / b["rps"] for b, v in zip(bare, results[variant], strict=True)]
-        added = [v["cpu_us_per_req"] - b["cpu_us_per_req"] for b, v in zip(bare, results[variant], strict=True)]
+        pairs = list(zip(bare, results[variant], strict=True))
+        ratios = [v["rps"] / b["rps"] for b, v in pairs]
+        added = [v["cpu_us_per_req"] - b["cpu_us_per_req"] for b, v in pairs]
         print(
             f"{variant + '/bare throughput':24}"
             f"{statistics.median(ratios):10.3f} ({min(ratios):.3f}-{max(ratios):.3f})"

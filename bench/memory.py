@@ -1,16 +1,19 @@
 """RSS of each service idle and under load (traffic through the gateway, scrapes of every /metrics).
 
-    uv run python bench/memory.py [--requests 3000] [--concurrency 16]
+    uv run python bench/memory.py [--rounds 5] [--requests 3000] [--concurrency 16]
 
-Starts gateway, admin and log-shipper (shipper reading the gateway's and admin's stdout from a pipe),
-measures idle RSS after warm-up, drives `gatewayz_tools.traffic`, samples RSS every 100 ms during the load,
-and prints idle / peak-under-load / after-load RSS per service in MB.
+Each round starts a fresh gateway, admin and log-shipper (shipper reading the gateway's and admin's stdout
+from a pipe), measures idle RSS after warm-up, drives `gatewayz_tools.traffic`, samples RSS every 100 ms
+during the load, and notes idle / peak-under-load / after-load RSS per service. Prints each round, then the
+median (min-max) over rounds, in MB.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,11 +47,41 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} not healthy")
 
 
+SERVICES = ("gateway", "admin", "log-shipper")
+Figures = dict[str, tuple[float, float, float]]
+"""Per service: idle, peak under load, after load (MB)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    rounds: list[Figures] = []
+    for round_no in range(1, args.rounds + 1):
+        figures = measure_round(args.requests, args.concurrency)
+        rounds.append(figures)
+        for name in SERVICES:
+            idle, peak, after = figures[name]
+            print(
+                f"round {round_no} {name:12} idle {idle:6.1f}  peak {peak:6.1f}  after {after:6.1f}",
+                flush=True,
+            )
+    print()
+    print(
+        f"{'service':12} {'idle MB':>20} {'peak MB':>20} {'after MB':>20}   median (min-max) of {args.rounds}"
+    )
+    for name in SERVICES:
+        cells = []
+        for column in range(3):
+            values = [figures[name][column] for figures in rounds]
+            cells.append(f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})")
+        print(f"{name:12} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20}")
+
+
+def measure_round(requests: int, concurrency: int) -> Figures:
+    """Start the three services, load them, and return their RSS figures."""
     work = Path(tempfile.mkdtemp(prefix="gatewayz-memory-"))
     key = "bench-key-" + os.urandom(8).hex()
     ports = {name: free_port() for name in ("gateway", "admin", "log-shipper")}
@@ -117,9 +150,9 @@ def main() -> None:
                 "--api-key",
                 key,
                 "--requests",
-                str(args.requests),
+                str(requests),
                 "--concurrency",
-                str(args.concurrency),
+                str(concurrency),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -128,9 +161,7 @@ def main() -> None:
         stop.set()
         sampler.join()
         after = {name: rss_mb(proc.pid) for name, proc in processes.items()}
-        print(f"{'service':12} {'idle MB':>8} {'peak MB':>8} {'after MB':>9}   ({args.requests} requests)")
-        for name in processes:
-            print(f"{name:12} {idle[name]:8.1f} {peak[name]:8.1f} {after[name]:9.1f}")
+        return {name: (idle[name], peak[name], after[name]) for name in processes}
     finally:
         for proc in (gateway, admin):
             proc.terminate()
@@ -138,6 +169,7 @@ def main() -> None:
         if shipper.stdin:
             shipper.stdin.close()
         shipper.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

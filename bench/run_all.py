@@ -33,7 +33,7 @@ RUNS = (
     ),
     (
         "memory (RSS, MB: idle / peak / after)",
-        ["memory.py", "--requests", "600"],
+        ["memory.py", "--rounds", "1", "--requests", "600"],
         ("gateway ", "admin ", "log-shipper "),
     ),
 )
