@@ -7,11 +7,19 @@ from dataclasses import dataclass
 from typing import Final
 
 from opentelemetry import trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 
 from gateway.providers.base import CallStatus
 from gateway.providers.catalog import Catalog
 from gateway.providers.health import ProviderHealth
+from telemetry.loop_metrics import (
+    CounterChild,
+    GaugeChild,
+    HistogramChild,
+    LoopCounter,
+    LoopGauge,
+    LoopHistogram,
+)
 
 OTHER: Final = "other"
 """Label value for any provider or model the catalog does not name."""
@@ -27,62 +35,66 @@ STATUSES: tuple[CallStatus, ...] = (
 # LLM calls take from tens of milliseconds to minutes.
 INFERENCE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0)
 
-Exemplar = dict[str, str] | None
+Exemplar = str | None
+"""The trace id an observation's exemplar points at; None for an unsampled span."""
 
 
 def exemplar_for(span: trace.Span) -> Exemplar:
-    """`{"trace_id": ...}` for a sampled span, None otherwise (unsampled traces cannot be opened)."""
+    """The trace id of a sampled span, None otherwise (unsampled traces cannot be opened)."""
     context = span.get_span_context()
-    return {"trace_id": format(context.trace_id, "032x")} if context.trace_flags.sampled else None
+    return context.trace_id.to_bytes(16, "big").hex() if context.trace_flags.sampled else None
 
 
 @dataclass(frozen=True, slots=True)
 class CacheMetrics:
     """One cache's hit, miss and size children."""
 
-    hits: Counter
-    misses: Counter
-    size_bytes: Gauge
+    hits: CounterChild
+    misses: CounterChild
+    size_bytes: GaugeChild
 
 
 @dataclass(frozen=True, slots=True)
 class _ModelInstruments:
     """Children pre-bound for one (provider, model)."""
 
-    requests: dict[str, Counter]
-    duration: Histogram
-    prompt_tokens: Counter
-    completion_tokens: Counter
-    credits: Counter
+    requests: dict[str, CounterChild]
+    duration: HistogramChild
+    prompt_tokens: CounterChild
+    completion_tokens: CounterChild
+    credits: CounterChild
 
 
 class InferenceMetrics:
-    """Every inference family on `registry`, label values bounded to the catalog."""
+    """Every inference family on `registry`, label values bounded to the catalog.
+
+    The per-call families are lock-free `loop_metrics` ones: they are updated from the event loop only.
+    """
 
     def __init__(
         self, registry: CollectorRegistry, catalog: Catalog, health: Mapping[str, ProviderHealth]
     ) -> None:
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "model_inference_requests",
             "Provider calls by provider, model and outcome.",
             ["provider", "model", "status"],
-            registry=registry,
+            registry,
         )
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "model_inference_duration_seconds",
             "Provider call duration in seconds (a stream: until its last event).",
             ["provider", "model"],
-            buckets=INFERENCE_BUCKETS,
-            registry=registry,
+            registry,
+            INFERENCE_BUCKETS,
         )
-        self.tokens = Counter(
+        self.tokens = LoopCounter(
             "tokens_used",
             "Tokens processed by providers, by token type (prompt or completion).",
             ["provider", "model", "token_type"],
-            registry=registry,
+            registry,
         )
-        self.credits = Counter(
-            "credits_used", "Credits charged to users.", ["provider", "model"], registry=registry
+        self.credits = LoopCounter(
+            "credits_used", "Credits charged to users.", ["provider", "model"], registry
         )
         availability = Gauge(
             "provider_availability",
@@ -107,15 +119,13 @@ class InferenceMetrics:
             availability.labels(name).set_function(provider_health.availability)
             error_rate.labels(name).set_function(provider_health.error_rate)
             response_time.labels(name).set_function(provider_health.response_time)
-        self._cache_hits = Counter(
-            "cache_hits", "Cache lookups served from the cache.", ["cache_name"], registry=registry
+        self._cache_hits = LoopCounter(
+            "cache_hits", "Cache lookups served from the cache.", ["cache_name"], registry
         )
-        self._cache_misses = Counter(
-            "cache_misses", "Cache lookups that missed.", ["cache_name"], registry=registry
+        self._cache_misses = LoopCounter(
+            "cache_misses", "Cache lookups that missed.", ["cache_name"], registry
         )
-        self._cache_size = Gauge(
-            "cache_size_bytes", "Bytes held by the cache.", ["cache_name"], registry=registry
-        )
+        self._cache_size = LoopGauge("cache_size_bytes", "Bytes held by the cache.", ["cache_name"], registry)
         self._instruments: dict[tuple[str, str], _ModelInstruments] = {}
         for provider in catalog.providers:
             for model in provider.models:
