@@ -44,6 +44,9 @@ def child(variant: str, requests: int, otlp_url: str) -> None:
     if variant != "bare":
         options: dict[str, object] = {"tempo_enabled": variant in {"full", "full-ratio-0.1"}}
         options["tempo_otlp_http_endpoint"] = otlp_url
+        # Only full batches and the final flush export: under callgrind (~50x slower) a 1 s delay would fire
+        # at arbitrary points and make the export's share depend on timing.
+        options["otel_bsp_schedule_delay"] = 60_000
         if variant == "metrics":
             options["otel_traces_sampler"] = "always_off"
         if variant == "full-ratio-0.1":
