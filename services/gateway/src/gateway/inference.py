@@ -272,7 +272,7 @@ class InferenceService:
             "stream": stream,
             "attempts": attempts,
             "user_id": user_id,
-            "duration_ms": round((perf_counter() - started) * 1000, 3),
+            "duration_ms": round((perf_counter() - started) * 1_000_000) / 1000,  # to the µs
         }
         if error is not None:
             fields["error"] = error
@@ -280,7 +280,8 @@ class InferenceService:
         context = trace.get_current_span().get_span_context()
         trace_id = span_id = None
         if context.is_valid:
-            trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
+            trace_id = context.trace_id.to_bytes(16, "big").hex()
+            span_id = context.span_id.to_bytes(8, "big").hex()
         self._log_event(_LEVELS.get(status, "ERROR"), message, fields, trace_id, span_id)
 
     def _charge(
