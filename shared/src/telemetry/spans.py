@@ -63,7 +63,9 @@ class LeanSpan(trace.Span):
         self.kind = kind
         self._attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
         self._links = tuple(links)
-        self._events: list[Event] = []
+        self._events: tuple[
+            Event, ...
+        ] = ()  # a tuple: events are rare, and an empty list is one more GC object
         self.status = _UNSET
         self.start_time = start_time
         self.end_time: int | None = None
@@ -83,7 +85,7 @@ class LeanSpan(trace.Span):
     @property
     def events(self) -> tuple[Event, ...]:
         """Events recorded on the span (exceptions among them)."""
-        return tuple(self._events)
+        return self._events
 
     @property
     def links(self) -> tuple[Link, ...]:
@@ -122,7 +124,7 @@ class LeanSpan(trace.Span):
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
         """Record a timestamped event."""
         if self.end_time is None:
-            self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+            self._events = (*self._events, Event(name, attributes, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Link another span's context."""

@@ -113,3 +113,22 @@ class TestTempoDown:
         started = time.perf_counter()
         shutdown_tracer_provider(provider)
         assert time.perf_counter() - started <= 5.0
+
+
+class TestLifespan:
+    def test_startup_heap_is_frozen_for_the_gc(self, gateway_telemetry):
+        """Objects alive at start-up move out of the GC's reach (queued spans make it run while serving)."""
+        import asyncio  # noqa: PLC0415
+        import gc  # noqa: PLC0415
+
+        gc.unfreeze()
+        assert gc.get_freeze_count() == 0
+
+        async def frozen_while_serving() -> int:
+            async with gateway_telemetry.lifespan(None):
+                return gc.get_freeze_count()
+
+        try:
+            assert asyncio.run(frozen_while_serving()) > 10_000
+        finally:
+            gc.unfreeze()
