@@ -72,7 +72,7 @@ def run(stack: Stack, skip: set[str], out: Callable[[str], None]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run the checklist, exit 1 if any item failed."""
     parser = argparse.ArgumentParser(
-        prog="verify.py",  # usage and errors read as when the checklist was the one module verify.py
+        prog="python -m gatewayz_tools.verify",  # as `make verify` runs it (not `__main__.py`)
         description="Verify a running Gatewayz stack (SPEC §10).",
     )
     for name in ("gateway", "prometheus", "loki", "tempo", "grafana"):
