@@ -16,12 +16,12 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -193,10 +193,10 @@ class LeanTracer(trace.Tracer):
         current = trace.get_current_span(context).get_span_context()
         parent = current if current.is_valid else None
         trace_id = parent.trace_id if parent is not None else _random.getrandbits(128) or 1
-        if self.provider.parent_based_always_on:
-            # The default sampler's decision, without building its SamplingResult: follow the parent's
-            # sampled flag (remote or local alike), sample every root.
-            sampled = parent is None or parent.trace_flags.sampled
+        decide = self.provider.inline_decision
+        if decide is not None:
+            # The SDK sampler's decision without its SamplingResult (see `inline_decision`).
+            sampled = decide(parent, trace_id)
             span_context = SpanContext(
                 trace_id,
                 _random.getrandbits(64) or 1,
@@ -333,18 +333,48 @@ class BatchExportProcessor:
         self.exporter.shutdown()
 
 
-def is_parent_based_always_on(sampler: Sampler) -> bool:
-    """True for `parentbased_always_on` (the default) with its default delegates, which tracers inline."""
-    if not isinstance(sampler, ParentBased):
-        return False
-    delegates = vars(sampler)
-    return (
-        delegates.get("_root") is ALWAYS_ON
-        and delegates.get("_remote_parent_sampled") is ALWAYS_ON
-        and delegates.get("_local_parent_sampled") is ALWAYS_ON
-        and delegates.get("_remote_parent_not_sampled") is ALWAYS_OFF
-        and delegates.get("_local_parent_not_sampled") is ALWAYS_OFF
-    )
+InlineDecision = Callable[["SpanContext | None", int], bool]
+"""(valid parent context or None, trace id) -> sampled."""
+
+
+def _root_decision(sampler: Sampler) -> Callable[[int], bool] | None:
+    if sampler is ALWAYS_ON:
+        return lambda _trace_id: True
+    if sampler is ALWAYS_OFF:
+        return lambda _trace_id: False
+    if type(sampler) is TraceIdRatioBased:
+        bound, limit = sampler.bound, TraceIdRatioBased.TRACE_ID_LIMIT
+        return lambda trace_id: trace_id & limit < bound
+    return None
+
+
+def inline_decision(sampler: Sampler) -> InlineDecision | None:
+    """The decision of the standard `OTEL_TRACES_SAMPLER`s as a plain function; None for any other sampler.
+
+    `always_on`, `always_off`, `traceidratio` and their `parentbased_` forms (with the default delegates:
+    follow the parent's sampled flag, remote or local) decide from the trace id and the parent alone, and
+    keep the parent's trace state, so the tracer need not build the SDK's `SamplingResult` for each span.
+    """
+    if isinstance(sampler, ParentBased):
+        delegates = vars(sampler)
+        follows_parent = (
+            delegates.get("_remote_parent_sampled") is ALWAYS_ON
+            and delegates.get("_local_parent_sampled") is ALWAYS_ON
+            and delegates.get("_remote_parent_not_sampled") is ALWAYS_OFF
+            and delegates.get("_local_parent_not_sampled") is ALWAYS_OFF
+        )
+        root = _root_decision(delegates.get("_root")) if follows_parent else None  # type: ignore[arg-type]
+        if root is None:
+            return None
+        decide_root: Callable[[int], bool] = root
+        return lambda parent, trace_id: (
+            parent.trace_flags.sampled if parent is not None else decide_root(trace_id)
+        )
+    root = _root_decision(sampler)
+    if root is None:
+        return None
+    decide_alone: Callable[[int], bool] = root
+    return lambda _parent, trace_id: decide_alone(trace_id)
 
 
 class LeanTracerProvider(trace.TracerProvider):
@@ -353,7 +383,7 @@ class LeanTracerProvider(trace.TracerProvider):
     def __init__(self, resource: Resource, sampler: Sampler, processor: BatchExportProcessor | None) -> None:
         self.resource = resource
         self.sampler = sampler
-        self.parent_based_always_on = is_parent_based_always_on(sampler)
+        self.inline_decision = inline_decision(sampler)
         self.processor = processor
         self._tracers: dict[tuple[str, str | None], LeanTracer] = {}
 

@@ -138,17 +138,25 @@ class TestSampling:
         assert isinstance(dropped, NonRecordingSpan)
 
     @pytest.mark.parametrize(
+        "sampler",
+        [
+            ParentBased(ALWAYS_ON),
+            ParentBased(ALWAYS_OFF),
+            ParentBased(TraceIdRatioBased(0.5)),
+            ALWAYS_ON,
+            ALWAYS_OFF,
+            TraceIdRatioBased(0.5),
+        ],
+        ids=lambda sampler: sampler.get_description(),
+    )
+    @pytest.mark.parametrize(
         "parent", ["none", "remote-sampled", "remote-unsampled", "local-sampled", "local-unsampled"]
     )
-    def test_default_sampler_fast_path_decides_as_the_sdk(self, parent):
-        """The inlined `parentbased_always_on` decides as the SDK's sampler, for every kind of parent."""
-        fast = provider_with(sampler=ParentBased(ALWAYS_ON))
-        # The same decisions through a delegate that is not the ALWAYS_OFF singleton: the SDK path.
-        slow = provider_with(
-            sampler=ParentBased(ALWAYS_ON, local_parent_not_sampled=StaticSampler(Decision.DROP))
-        )
-        assert fast.parent_based_always_on
-        assert not slow.parent_based_always_on
+    def test_inline_decision_is_the_sdk_samplers(self, sampler, parent):
+        """For every standard sampler and kind of parent, the inlined decision is the SDK sampler's own
+        decision for the same trace id, with the same trace state and attributes."""
+        provider = provider_with(sampler=sampler)
+        assert provider.inline_decision is not None
         context = None
         if parent != "none":
             where, state = parent.split("-")
@@ -161,16 +169,21 @@ class TestSampling:
                 trace_state=TraceState([("vendor", "x")]),
             )
             context = set_span_in_context(NonRecordingSpan(parent_context))
-        fast_span = fast.get_tracer("t").start_span("op", context=context, attributes={"a": 1})
-        slow_span = slow.get_tracer("t").start_span("op", context=context, attributes={"a": 1})
-        assert type(fast_span) is type(slow_span)
-        fast_context, slow_context = fast_span.get_span_context(), slow_span.get_span_context()
-        assert fast_context.trace_flags == slow_context.trace_flags
-        assert fast_context.trace_state == slow_context.trace_state
-        if parent != "none":
-            assert fast_context.trace_id == slow_context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
-        if isinstance(fast_span, LeanSpan):
-            assert dict(fast_span.attributes) == dict(slow_span.attributes) == {"a": 1}
+        for _ in range(200):
+            span = provider.get_tracer("t").start_span("op", context=context, attributes={"a": 1})
+            span_context = span.get_span_context()
+            sdk = sampler.should_sample(context, span_context.trace_id, "op", attributes={"a": 1})
+            assert span_context.trace_flags.sampled == (sdk.decision is Decision.RECORD_AND_SAMPLE)
+            assert isinstance(span, LeanSpan) == (sdk.decision is not Decision.DROP)
+            assert span_context.trace_state == (sdk.trace_state or TraceState())
+            if isinstance(span, LeanSpan):
+                assert dict(span.attributes) == dict(sdk.attributes) == {"a": 1}
+
+    def test_other_samplers_go_through_the_sdk(self):
+        """A sampler the tracer does not know (or non-default delegates) is asked for every span."""
+        custom_delegate = ParentBased(ALWAYS_ON, local_parent_not_sampled=StaticSampler(Decision.DROP))
+        assert provider_with(sampler=custom_delegate).inline_decision is None
+        assert provider_with(sampler=ParentBased(StaticSampler(Decision.RECORD_ONLY))).inline_decision is None
 
     def test_ratio_sampling_is_roughly_the_ratio(self):
         """traceidratio 0.25 records about a quarter of root spans."""
