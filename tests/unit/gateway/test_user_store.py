@@ -107,6 +107,70 @@ class TestCredits:
         assert UserStore.open(path).balance(1) == 0.0
 
 
+class TestDeferredRefunds:
+    def test_refunds_wait_for_the_commit_but_balance_sees_them(self, tmp_path):
+        """The unused part of a reservation is one statement per user per commit; reads include it."""
+        path = str(tmp_path / "db" / "gateway.db")
+        store = UserStore.open(path, flush_seconds=3600)
+        store.ensure_demo_user(10.0, "test-bootstrap-key")
+        store.flush()
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        for _ in range(5):
+            assert store.reserve(1, to_micros(1.0))
+            store.settle(
+                1, "m", reserved=to_micros(1.0), cost=to_micros(0.25), prompt_tokens=1, completion_tokens=1
+            )
+        refund_updates = [s for s in statements if "balance_micros + " in s]
+        assert refund_updates == []  # five requests, no refund statement yet
+        other = UserStore.open(path, flush_seconds=0)
+        assert other.balance(1) == 10.0  # nothing committed yet
+        assert store.balance(1) == 8.75  # 10 - 5 x 0.25: the reader writes the refunds out first
+        store.flush()
+        assert other.balance(1) == 8.75
+        assert len([s for s in statements if "balance_micros + " in s]) == 1
+
+    def test_file_balance_is_never_above_the_true_one(self, tmp_path):
+        """Between commits other connections see a committed hold without its pending refund: lower only."""
+        path = str(tmp_path / "db" / "gateway.db")
+        store = UserStore.open(path, flush_seconds=3600)
+        store.ensure_demo_user(2.0, "test-bootstrap-key")
+        assert store.reserve(1, to_micros(2.0))
+        store.flush()  # the hold is committed
+        store.release(1, to_micros(2.0))  # the call failed: its refund waits for the next commit
+        other = UserStore.open(path, flush_seconds=0)
+        assert other.balance(1) == 0.0  # lower than the true 2.0, so nobody can overspend meanwhile
+        store.flush()
+        assert other.balance(1) == 2.0
+
+    def test_a_reservation_that_only_fits_with_pending_refunds_succeeds(self, tmp_path):
+        """A user at the edge of the balance is not refused because a refund has not been written yet."""
+        store = open_store(tmp_path)
+        store.ensure_demo_user(1.0, "test-bootstrap-key")
+        store.flush()
+        assert store.reserve(1, to_micros(1.0))
+        store.settle(
+            1, "m", reserved=to_micros(1.0), cost=to_micros(0.5), prompt_tokens=1, completion_tokens=1
+        )
+        assert store.reserve(1, to_micros(0.5))  # fits only once the 0.5 refund is counted
+        assert not store.reserve(1, to_micros(0.01))
+        store.release(1, to_micros(0.5))
+        assert store.balance(1) == 0.5
+
+    def test_an_overrun_is_charged_against_the_true_balance(self, tmp_path):
+        """A cost above the reservation is charged as far as the balance goes, pending refunds included."""
+        store = open_store(tmp_path)
+        store.ensure_demo_user(3.0, "test-bootstrap-key")
+        assert store.reserve(1, to_micros(2.0))
+        store.release(1, to_micros(2.0))  # pending: the file says 1.0, the truth is 3.0
+        assert store.reserve(1, to_micros(1.0))
+        charged = store.settle(
+            1, "m", reserved=to_micros(1.0), cost=to_micros(5.0), prompt_tokens=1, completion_tokens=1
+        )
+        assert charged == to_micros(3.0)
+        assert store.balance(1) == 0.0
+
+
 class TestGroupCommit:
     def test_writes_reach_other_connections_at_flush(self, tmp_path):
         """Charges are committed in groups: another connection sees them after `flush`, not before."""

@@ -7,6 +7,11 @@ Writes are group-committed: statements run inside one open write transaction tha
 `FLUSH_SECONDS` (a commit costs ~5x a statement). The write lock serializes writers, so another process on the
 same file still sees every committed deduction before its own conditional UPDATE: nobody overspends. A crash
 rolls back at most the last `FLUSH_SECONDS` of charges (requests served free, never a balance overdrawn).
+
+Money given back — the unused part of a reservation, a failed call's whole reservation — is summed in memory
+per user and written with the commit, like usage: one statement per user per commit instead of one per
+request. Until then the balance in the file is lower than the true one, never higher, so deferring a refund
+cannot let anyone overspend; `balance()` and a reservation that does not fit write the refunds out first.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ class UserStore:
         self._clock = clock
         self._keys: dict[str, int] = {}
         self._usage: dict[tuple[int, str], list[int]] = {}
+        self._refunds: dict[int, int] = {}
         self._began = 0.0
 
     @classmethod
@@ -185,6 +191,7 @@ class UserStore:
 
     def balance(self, user_id: int) -> float:
         """Credits left (0 for no such user)."""
+        self._write_refunds()
         row = self._db.execute("SELECT balance_micros FROM users WHERE id = ?", (user_id,)).fetchone()
         return to_credits(row[0]) if row else 0.0
 
@@ -204,21 +211,28 @@ class UserStore:
     def reserve(self, user_id: int, micros: int) -> bool:
         """Hold `micros` against the balance in one conditional UPDATE; False when the balance is short."""
         self._begin()
+        reserved = self._hold(user_id, micros)
+        if not reserved and self._refunds.get(user_id):
+            self._write_refunds()  # what is owed back may be what is missing
+            reserved = self._hold(user_id, micros)
+        self._commit_if_due()
+        return reserved
+
+    def _hold(self, user_id: int, micros: int) -> bool:
         cursor = self._db.execute(
             "UPDATE users SET balance_micros = balance_micros - ? WHERE id = ? AND balance_micros >= ?",
             (micros, user_id, micros),
         )
-        self._commit_if_due()
         return cursor.rowcount == 1
 
     def release(self, user_id: int, micros: int) -> None:
-        """Give a reservation back whole (the call failed)."""
-        if micros:
-            self._begin()
-            self._db.execute(
-                "UPDATE users SET balance_micros = balance_micros + ? WHERE id = ?", (micros, user_id)
-            )
-            self._commit_if_due()
+        """Give a reservation back whole (the call failed); written with the next commit."""
+        self._refund(user_id, micros)
+        self._commit_if_due()
+
+    def _refund(self, user_id: int, micros: int) -> None:
+        if micros > 0:
+            self._refunds[user_id] = self._refunds.get(user_id, 0) + micros
 
     def settle(
         self,
@@ -238,13 +252,18 @@ class UserStore:
         self._begin()
         charged = cost
         if cost > reserved:
+            self._write_refunds()  # the overrun is charged as far as the true balance goes
             row = self._db.execute("SELECT balance_micros FROM users WHERE id = ?", (user_id,)).fetchone()
             charged = reserved + min(cost - reserved, int(row[0]) if row else 0)
-        if charged != reserved:
-            self._db.execute(
-                "UPDATE users SET balance_micros = balance_micros + ? WHERE id = ?",
-                (reserved - charged, user_id),
-            )
+            if (
+                charged > reserved
+            ):  # a debit is written at once: deferring it could let a balance be overspent
+                self._db.execute(
+                    "UPDATE users SET balance_micros = balance_micros - ? WHERE id = ?",
+                    (charged - reserved, user_id),
+                )
+        else:
+            self._refund(user_id, reserved - charged)
         # Usage is summed in memory and written with the commit (or before it is read): one statement per
         # (user, model) per commit instead of one per request.
         totals = self._usage.get((user_id, model))
@@ -283,9 +302,20 @@ class UserStore:
             [(user_id, model, *totals) for (user_id, model), totals in usage.items()],
         )
 
+    def _write_refunds(self) -> None:
+        if not self._refunds:
+            return
+        refunds, self._refunds = self._refunds, {}
+        self._begin()
+        self._db.executemany(
+            "UPDATE users SET balance_micros = balance_micros + ? WHERE id = ?",
+            [(micros, user_id) for user_id, micros in refunds.items()],
+        )
+
     def flush(self) -> None:
-        """Write summed usage and commit the open write transaction, if any."""
+        """Write summed usage and refunds, and commit the open write transaction, if any."""
         self._write_usage()
+        self._write_refunds()
         if self._db.in_transaction:
             self._db.execute("COMMIT")
 
