@@ -8,6 +8,7 @@ over OTLP/HTTP to OTLP_HTTP_URL) + one JSON access line per request on stdout.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import uvicorn
@@ -37,6 +38,8 @@ def build(variant: str, otlp_url: str | None) -> Litestar:
         tempo_enabled=otlp_url is not None and variant == "full",
         tempo_otlp_http_endpoint=otlp_url or "http://127.0.0.1:4318",
         otel_traces_sampler="always_off" if variant == "metrics" else "parentbased_always_on",
+        # served_instructions.py sets it high so only full batches leave (timing-independent counts).
+        otel_bsp_schedule_delay=int(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000")),
     )
     telemetry = Telemetry.create(settings)
     app = Litestar(

@@ -1,0 +1,97 @@
+"""Instructions per *served* request: uvicorn, httptools and the app under callgrind, over loopback.
+
+    uv run python bench/served_instructions.py [--requests 1000] [--variants bare,unexported,full]
+
+`bench/instructions.py` drives the ASGI app in-process; this runs `bench/instrumented_server.py` as
+deployed, under `valgrind --tool=callgrind`, and sends N then 2N keep-alive requests over one connection
+(the difference of the two totals ÷ N is one request, start-up and shutdown cancelled out). It counts the
+server's user-space instructions, so it confirms the wall-clock ratio without the machine's noise; kernel
+time (sockets, `write(2)`) is not in it. Spans leave only in full batches (`OTEL_BSP_SCHEDULE_DELAY` set
+high), so the counts do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SERVER_PORT, SINK_PORT = 18950, 14321
+
+
+def connect(port: int, timeout: float = 120) -> http.client.HTTPConnection:
+    """A keep-alive connection once the server answers (it starts slowly under callgrind)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.request("GET", "/noop")
+            connection.getresponse().read()
+        except OSError:
+            connection.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        else:
+            return connection
+
+
+def total_instructions(variant: str, requests: int) -> int:
+    """Instructions of one server run that serves `requests` requests (plus one to see it is up)."""
+    server = subprocess.Popen(
+        [
+            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            sys.executable, str(HERE / "instrumented_server.py"), variant, str(SERVER_PORT),
+            f"http://127.0.0.1:{SINK_PORT}",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0", "OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )  # fmt: skip
+    try:
+        connection = connect(SERVER_PORT)
+        for _ in range(requests):
+            connection.request("GET", "/noop")
+            connection.getresponse().read()
+        connection.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+    _, stderr = server.communicate(timeout=600)
+    match = re.search(r"Collected : (\d+)", stderr)
+    if match is None:
+        raise RuntimeError(stderr[-2000:])
+    return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--variants", default="bare,unexported,full")
+    args = parser.parse_args()
+    sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), str(SINK_PORT)])
+    try:
+        per_request = {}
+        for variant in args.variants.split(","):
+            small = total_instructions(variant, args.requests)
+            large = total_instructions(variant, 2 * args.requests)
+            per_request[variant] = (large - small) / args.requests
+            print(
+                f"{variant:12} {per_request[variant] / 1000:9.1f} k instructions per served request",
+                flush=True,
+            )
+        if "bare" in per_request:
+            for variant, count in per_request.items():
+                if variant != "bare":
+                    print(f"{variant:12} bare/variant = {per_request['bare'] / count:.3f}", flush=True)
+    finally:
+        sink.kill()
+
+
+if __name__ == "__main__":
+    main()
