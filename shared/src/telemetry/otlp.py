@@ -15,6 +15,9 @@ import httpx
 from loguru import logger
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+from telemetry.spans import UNSET_STATUS
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -81,8 +84,12 @@ def _key_value(key: str, value: Any) -> bytes:  # noqa: ANN401 - see _any_value
     return _string(0x0A, key) + _field(0x12, _any_value(value))
 
 
-_ATTRIBUTE_MEMO: dict[tuple[int, str, object, type], bytes] = {}
 _ATTRIBUTE_MEMO_SIZE = 8192
+_TYPED_MEMO: dict[tuple[int, str, object, type], bytes] = {}
+"""Encoded attribute fields by (tag, name, value, type): True, 1 and 1.0 are equal keys but encode apart."""
+_EXACT_MEMOS: dict[int, dict[tuple[str, object], bytes]] = {}
+"""Per tag, fields whose value is exactly a str or an int, keyed by the (name, value) item itself: a str
+never equals a non-str, and bools and floats (which equal ints) never go in, so no type is needed."""
 
 
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -90,22 +97,31 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
     out = []
-    memo = _ATTRIBUTE_MEMO
-    for name, value in attributes.items():
-        # The type is part of the key: True, 1 and 1.0 are equal keys but encode differently.
-        key = (tag, name, value, value.__class__)
-        encoded = memo.get(key) if value.__class__ in _SCALARS else None
-        if encoded is None:
-            encoded = _field(tag, _key_value(name, value))
-            if value.__class__ in _SCALARS:
-                if len(memo) >= _ATTRIBUTE_MEMO_SIZE:
-                    memo.clear()
-                memo[key] = encoded
+    exact = _EXACT_MEMOS.get(tag)
+    if exact is None:
+        exact = _EXACT_MEMOS[tag] = {}
+    for item in attributes.items():
+        cls = item[1].__class__
+        if cls is str or cls is int:
+            encoded = exact.get(item)
+            if encoded is None:
+                encoded = _memoise(exact, item, _field(tag, _key_value(*item)))
+        elif cls is bool or cls is float:
+            key = (tag, item[0], item[1], cls)
+            encoded = _TYPED_MEMO.get(key)
+            if encoded is None:
+                encoded = _memoise(_TYPED_MEMO, key, _field(tag, _key_value(*item)))
+        else:
+            encoded = _field(tag, _key_value(*item))
         out.append(encoded)
     return b"".join(out)
 
 
-_SCALARS = frozenset({str, int, float, bool})
+def _memoise(memo: dict[Any, bytes], key: object, encoded: bytes) -> bytes:
+    if len(memo) >= _ATTRIBUTE_MEMO_SIZE:
+        memo.clear()
+    memo[key] = encoded
+    return encoded
 
 
 def _trace_state(context: SpanContext) -> str:
@@ -167,13 +183,14 @@ _NAMES: dict[str, bytes] = {}
 
 def encode_span(span: ReadableSpan) -> bytes:
     """One `Span` message (tags precomputed: field number << 3 | wire type)."""
-    context = span.get_span_context()
+    context = span.context
     assert context is not None  # noqa: S101 - a finished SDK span always has a context
     trace_id = context.trace_id
     parts = [
         _IDS.pack(b"\x0a\x10", trace_id >> 64, trace_id & 0xFFFFFFFFFFFFFFFF, b"\x12\x08", context.span_id)
     ]
-    if context.trace_state:
+    trace_state = context.trace_state
+    if trace_state is not DEFAULT_TRACE_STATE and trace_state:  # TraceState's len() is Python code
         parts.append(_string(0x1A, _trace_state(context)))
     parent = span.parent
     if parent is not None:
@@ -194,11 +211,10 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts += _span_extras(span)
     status = span.status
     # Status is always present (possibly empty), as the stock encoder writes it.
-    parts.append(
-        _EMPTY_STATUS
-        if status.status_code is StatusCode.UNSET and not status.description
-        else _status(status)
-    )
+    if status is UNSET_STATUS or (status.status_code is StatusCode.UNSET and not status.description):
+        parts.append(_EMPTY_STATUS)
+    else:
+        parts.append(_status(status))
     parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(parts)
 
@@ -223,22 +239,29 @@ def encode_export_request(spans: Sequence[ReadableSpan]) -> bytes:
 
     Groups are keyed by object identity: `Resource.__hash__` serialises the resource to JSON each call.
     """
+    groups: dict[tuple[int, int], list[bytes]] = {}
     resources: dict[int, Resource] = {}
     scopes: dict[int, InstrumentationScope | None] = {}
-    grouped: dict[int, dict[int, list[bytes]]] = {}
     for span in spans:
         resource, scope = span.resource, span.instrumentation_scope
-        resources[id(resource)] = resource
-        scopes[id(scope)] = scope
-        grouped.setdefault(id(resource), {}).setdefault(id(scope), []).append(encode_span(span))
+        key = (id(resource), id(scope))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = []
+            resources[key[0]] = resource
+            scopes[key[1]] = scope
+        encoded = encode_span(span)
+        group += (b"\x12", _varint(len(encoded)), encoded)  # ScopeSpans.spans (field 2), framed
+    by_resource: dict[int, list[tuple[int, list[bytes]]]] = {}
+    for (resource_id, scope_id), group in groups.items():
+        by_resource.setdefault(resource_id, []).append((scope_id, group))
     request = []
-    for resource_id, by_scope in grouped.items():
+    for resource_id, scope_groups in by_resource.items():
         resource = resources[resource_id]
         resource_spans = [_field(0x0A, _resource(resource))]
-        for scope_id, encoded in by_scope.items():
+        for scope_id, framed_spans in scope_groups:
             scope = scopes[scope_id]
-            scope_spans = [_field(0x0A, _scope(scope))]
-            scope_spans.extend(_field(0x12, span_bytes) for span_bytes in encoded)
+            scope_spans = [_field(0x0A, _scope(scope)), *framed_spans]
             if scope is not None and scope.schema_url:
                 scope_spans.append(_string(0x1A, scope.schema_url))
             resource_spans.append(_field(0x12, b"".join(scope_spans)))

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_UNSET = Status(StatusCode.UNSET)
+UNSET_STATUS = Status(StatusCode.UNSET)
+"""The status every span starts with (the encoder recognises it by identity)."""
+_UNSET = UNSET_STATUS
 _SAMPLED_DECISIONS = frozenset({Decision.RECORD_AND_SAMPLE})
 _random = random.Random()  # noqa: S311 - ids need uniqueness, not secrecy (as the SDK's generator)
 
@@ -58,54 +60,28 @@ class LeanSpan(trace.Span):
         tracer: LeanTracer,
     ) -> None:
         self.name = name
-        self._context = context
+        self.context = context
         self.parent = parent
         self.kind = kind
-        self._attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
-        self._links = tuple(links)
-        self._events: tuple[
-            Event, ...
-        ] = ()  # a tuple: events are rare, and an empty list is one more GC object
+        self.attributes: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+        self.links = tuple(links)
+        # A tuple: events are rare, and an empty list would be one more object for the GC to track.
+        self.events: tuple[Event, ...] = ()
         self.status = _UNSET
         self.start_time = start_time
         self.end_time: int | None = None
+        self.resource: Resource = tracer.provider.resource
+        self.instrumentation_scope = tracer.scope
         self._tracer = tracer
 
-    # -- read side (what exporters use) --
-    @property
-    def context(self) -> SpanContext:
-        """The span's own context (trace id, span id, flags)."""
-        return self._context
-
-    @property
-    def attributes(self) -> Mapping[str, AttributeValue]:
-        """The span's attributes."""
-        return self._attributes
-
-    @property
-    def events(self) -> tuple[Event, ...]:
-        """Events recorded on the span (exceptions among them)."""
-        return self._events
-
-    @property
-    def links(self) -> tuple[Link, ...]:
-        """Links given at start or added later."""
-        return self._links
-
-    @property
-    def resource(self) -> Resource:
-        """The provider's resource (service.name, …)."""
-        return self._tracer.provider.resource
-
-    @property
-    def instrumentation_scope(self) -> InstrumentationScope:
-        """The tracer's scope."""
-        return self._tracer.scope
+    # The read side (what exporters use) is plain attributes — `context`, `parent`, `name`, `kind`,
+    # `attributes`, `links`, `events`, `status`, `start_time`, `end_time`, `resource`,
+    # `instrumentation_scope` — so the encoder reads each with one attribute load, not a property call.
 
     # -- write side (the OpenTelemetry API) --
     def get_span_context(self) -> SpanContext:
         """The span's own context (trace id, span id, flags)."""
-        return self._context
+        return self.context
 
     def is_recording(self) -> bool:
         """True until the span ends."""
@@ -114,22 +90,22 @@ class LeanSpan(trace.Span):
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         """Set several attributes."""
         if self.end_time is None:
-            self._attributes.update(attributes)
+            self.attributes.update(attributes)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         """Set one attribute."""
         if self.end_time is None:
-            self._attributes[key] = value
+            self.attributes[key] = value
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
         """Record a timestamped event."""
         if self.end_time is None:
-            self._events = (*self._events, Event(name, attributes, timestamp or time.time_ns()))
+            self.events = (*self.events, Event(name, attributes, timestamp or time.time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         """Link another span's context."""
         if self.end_time is None and context.is_valid:
-            self._links = (*self._links, Link(context, attributes))
+            self.links = (*self.links, Link(context, attributes))
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
