@@ -7,7 +7,7 @@ middleware per route handler, so requests matching no route would never reach an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -112,14 +112,17 @@ class _Exchange:
             self.request_bytes += len(message.get("body", b""))
         return message
 
-    async def send(self, message: Message) -> None:
-        """Send, noting the status and counting response body bytes (every chunk of a stream)."""
-        if message["type"] == "http.response.start":
+    def send(self, message: Message) -> Awaitable[None]:
+        """Note the status and count response body bytes (every chunk of a stream), then send.
+
+        A plain function returning the inner send's awaitable: no coroutine of its own per message.
+        """
+        if message["type"] == "http.response.body":  # compared in place so mypy narrows the TypedDict
+            self.response_bytes += len(message.get("body", b""))
+        elif message["type"] == "http.response.start":
             self.status_code = message["status"]
             self.started = True
-        elif message["type"] == "http.response.body":
-            self.response_bytes += len(message.get("body", b""))
-        await self._send(message)
+        return self._send(message)
 
 
 class TelemetryMiddleware:
