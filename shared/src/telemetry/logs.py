@@ -40,8 +40,9 @@ LEVEL_NUMBERS = {
 }
 
 
-_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
-"""The sub-second tail of every timestamp, formatted once."""
+_MILLIS = (*(f".{millis:03d}Z" for millis in range(1000)), ".999Z")
+"""The sub-second tail of every timestamp, formatted once; a fraction a hair under 1 can round up to 1000.0
+when multiplied, so index 1000 reads .999 too."""
 
 
 class JsonSink:
@@ -119,8 +120,7 @@ class JsonSink:
         if second != self._second:
             self._second = second
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        # min(): a fraction a hair under 1 can round up to 1000.0 when multiplied.
-        return self._second_text + _MILLIS[min(int((timestamp - second) * 1000), 999)]
+        return self._second_text + _MILLIS[int((timestamp - second) * 1000)]
 
 
 def _format_exception(exception: RecordException) -> str:
