@@ -36,7 +36,6 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 UNSET_STATUS = Status(StatusCode.UNSET)
 """The status every span starts with (the encoder recognises it by identity)."""
-_UNSET = UNSET_STATUS
 _SAMPLED_DECISIONS = frozenset({Decision.RECORD_AND_SAMPLE})
 _random = random.Random()  # noqa: S311 - ids need uniqueness, not secrecy (as the SDK's generator)
 
@@ -67,7 +66,7 @@ class LeanSpan(trace.Span):
         self.links = tuple(links)
         # A tuple: events are rare, and an empty list would be one more object for the GC to track.
         self.events: tuple[Event, ...] = ()
-        self.status = _UNSET
+        self.status = UNSET_STATUS
         self.start_time = start_time
         self.end_time: int | None = None
         self.resource: Resource = tracer.provider.resource
