@@ -212,6 +212,13 @@ class TestReadableSpanCompatibility:
         assert ours.resource_spans[0].resource.attributes[0].key
 
 
+def _wait_for(condition, seconds: float = 5) -> None:
+    """Poll `condition` until it holds or `seconds` pass (the assertion that follows says which)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 class _BlockingExporter(SpanExporter):
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -235,9 +242,7 @@ class TestBatchExportProcessor:
         tracer = provider.get_tracer("t")
         for _ in range(512):
             tracer.start_span("x").end()
-        deadline = time.monotonic() + 5
-        while not exporter.batches and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(lambda: exporter.batches)
         assert exporter.batches == [512]  # the worker is now stuck in export
         for _ in range(700):
             tracer.start_span("y").end()
@@ -254,15 +259,11 @@ class TestBatchExportProcessor:
         tracer = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor).get_tracer("t")
         for _ in range(10):
             tracer.start_span("x").end()
-        deadline = time.monotonic() + 5
-        while not exporter.batches and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(lambda: exporter.batches)
         for _ in range(23):  # arrive while the first batch is being exported
             tracer.start_span("y").end()
         exporter.release.set()
-        deadline = time.monotonic() + 5
-        while sum(exporter.batches) < 30 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(lambda: sum(exporter.batches) >= 30)
         time.sleep(0.2)
         assert exporter.batches == [10, 10, 10]  # the 3 left over wait: no partial batch
         assert processor.force_flush()
@@ -275,9 +276,7 @@ class TestBatchExportProcessor:
         tracer = LeanTracerProvider(RESOURCE, ALWAYS_ON, processor).get_tracer("t")
         for _ in range(3):
             tracer.start_span("x").end()
-        deadline = time.monotonic() + 5
-        while len(exporter.get_finished_spans()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for(lambda: len(exporter.get_finished_spans()) >= 3)
         assert len(exporter.get_finished_spans()) == 3
 
     def test_shutdown_is_bounded_with_a_stuck_exporter(self):
