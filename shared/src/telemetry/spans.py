@@ -171,31 +171,23 @@ class LeanTracer(trace.Tracer):
         decide = self.provider.inline_decision
         if decide is not None:
             # The SDK sampler's decision without its SamplingResult (see `inline_decision`).
-            sampled = decide(parent, trace_id)
-            span_context = SpanContext(
-                trace_id,
-                _random.getrandbits(64) or 1,
-                is_remote=False,
-                trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
-                trace_state=parent.trace_state if parent is not None else None,
-            )
-            if not sampled:
-                return trace.NonRecordingSpan(span_context)
-            return LeanSpan(
-                name, span_context, parent, kind, attributes, links or (), start_time or time.time_ns(), self
-            )
-        result = self.provider.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        sampled = result.decision in _SAMPLED_DECISIONS
+            sampled = recorded = decide(parent, trace_id)
+            trace_state = parent.trace_state if parent is not None else None
+            span_attributes = attributes
+        else:
+            result = self.provider.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled = result.decision in _SAMPLED_DECISIONS
+            recorded = result.decision is not Decision.DROP
+            trace_state, span_attributes = result.trace_state, result.attributes or attributes
         span_context = SpanContext(
             trace_id,
             _random.getrandbits(64) or 1,
             is_remote=False,
             trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
-            trace_state=result.trace_state,
+            trace_state=trace_state,
         )
-        if result.decision is Decision.DROP:
+        if not recorded:
             return trace.NonRecordingSpan(span_context)
-        span_attributes = result.attributes or attributes
         return LeanSpan(
             name, span_context, parent, kind, span_attributes, links or (), start_time or time.time_ns(), self
         )
