@@ -50,6 +50,9 @@ def build_app(telemetry: Telemetry) -> Litestar:
         route_handlers=[health, metrics_endpoint(telemetry.registry), get_item, echo, boom, sleep],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,
+        # Handlers here are resolved by module name, and every test folder's conftest is named `conftest`:
+        # whichever loaded last owns that name, so the handlers' annotation names are given explicitly.
+        signature_namespace={"Stream": Stream, "Request": Request, "FromPath": FromPath},
     )
     return instrument(app, telemetry)
 
