@@ -72,8 +72,12 @@ class CompletionStream(Protocol):
     """An opened stream: the first event has arrived, so it can no longer fail over."""
 
     prompt_tokens: int
-    completion_tokens: int
     response_model: str
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens so far (the upstream's own count once it sent one)."""
+        ...
 
     def events(self) -> AsyncIterator[bytes]:
         """SSE events (`data: {...}` and a blank line), no final `[DONE]`; counts update as they pass."""
