@@ -21,6 +21,7 @@ from gateway.providers.http_client import (
     HttpClient,
     ReadTimeoutError,
     RemoteProtocolError,
+    TotalTimeoutError,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -552,6 +553,59 @@ class TestFailures:
                     await read_all()
                 response.close()
                 assert b"".join(received) == b"xxxxx"
+                await client.aclose()
+
+        run(scenario)
+
+    def test_total_timeout_bounds_a_trickling_answer(self):
+        """Bytes every 0.05 s keep the read timeout quiet; the total timeout ends the call, until lifted."""
+
+        async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for _ in range(12):
+                    writer.write(b"1\r\nx\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+
+        async def scenario() -> None:
+            async with Server(trickle) as server:
+                client = HttpClient()
+                endpoint = Endpoint.parse(server.url())
+                started = time.perf_counter()
+                response = await client.request(
+                    endpoint, message(endpoint), read_timeout=1, total_timeout=0.3
+                )
+                with pytest.raises(TotalTimeoutError):
+                    await response.read(1 << 20)
+                response.close()
+                assert 0.25 < time.perf_counter() - started < 0.55
+                response = await client.request(
+                    endpoint, message(endpoint), read_timeout=1, total_timeout=0.3
+                )
+                response.end_total_timeout()
+                assert await response.read(1 << 20) == b"x" * 12
+                response.close()
+                await client.aclose()
+
+        run(scenario)
+
+    def test_total_timeout_bounds_the_wait_for_a_head(self):
+        """No answer at all within the total timeout (shorter than the read timeout) is TotalTimeoutError."""
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await asyncio.sleep(10)
+
+        async def scenario() -> None:
+            async with Server(silent) as server:
+                client = HttpClient()
+                endpoint = Endpoint.parse(server.url())
+                with pytest.raises(TotalTimeoutError):
+                    await client.request(endpoint, message(endpoint), read_timeout=5, total_timeout=0.2)
                 await client.aclose()
 
         run(scenario)

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from opentelemetry.trace import Span
+
 from gateway.providers.catalog import ModelConfig
 from gateway.schema import ChatCompletionRequest
 
@@ -93,12 +95,16 @@ class Provider(Protocol):
 
     name: str
     kind: str
+    times_itself: bool
+    """The provider keeps to the catalog's `timeout_seconds` itself; otherwise the router times each call."""
 
-    async def complete(self, request: ChatCompletionRequest, model: ModelConfig) -> Completion:
-        """A whole completion, or a `ProviderError`."""
+    async def complete(self, request: ChatCompletionRequest, model: ModelConfig, span: Span) -> Completion:
+        """A whole completion, or a `ProviderError`; `span` is the attempt's (its context goes upstream)."""
         ...
 
-    async def open_stream(self, request: ChatCompletionRequest, model: ModelConfig) -> CompletionStream:
+    async def open_stream(
+        self, request: ChatCompletionRequest, model: ModelConfig, span: Span
+    ) -> CompletionStream:
         """A stream whose first event has arrived, or a `ProviderError` (so the router may fall back)."""
         ...
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 import ssl
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import certifi
@@ -35,6 +36,8 @@ import httptools
 _PAUSE_BYTES = 256 * 1024
 """A streamed body buffered beyond this pauses reading from the socket until the reader catches up."""
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_CONTENT_ENCODING = re.compile(rb"(?i)\r\ncontent-encoding[ \t]*:")
+_HEADER = re.compile(rb"\r\n([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 class HttpError(Exception):
@@ -53,6 +56,10 @@ class ReadTimeoutError(HttpError):
     """No byte of the answer arrived within the read timeout."""
 
 
+class TotalTimeoutError(HttpError):
+    """The answer was not complete within the total timeout."""
+
+
 class RemoteProtocolError(HttpError):
     """The server closed the connection mid-answer, or sent something that is not HTTP/1.1."""
 
@@ -61,15 +68,19 @@ class BodyTooLargeError(HttpError):
     """A body read whole was larger than the bound."""
 
 
-@dataclass(frozen=True, slots=True)
 class Endpoint:
     """A parsed URL: where to connect and what to ask for."""
 
-    scheme: str
-    host: str
-    port: int
-    target: str
-    """The request target: path and query."""
+    __slots__ = ("host", "origin", "port", "scheme", "target")
+
+    def __init__(self, scheme: str, host: str, port: int, target: str) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.target = target
+        """The request target: path and query."""
+        self.origin = f"{scheme}://{self.authority}"
+        """`scheme://host[:port]`: connections are pooled by it."""
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
@@ -112,16 +123,16 @@ class _Connection(asyncio.Protocol):
         self._body_waiter: asyncio.Future[None] | None = None
         self._error: HttpError | None = None
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self._head = b""
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
         self.complete = False
         self.keep_alive = False
-        self._framed = False
         self._draining = False
         self._received = 0
         self._read_timeout = 0.0
+        self._deadline = math.inf
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -135,6 +146,8 @@ class _Connection(asyncio.Protocol):
             # Bytes nobody asked for: the connection's state is unknown, so it is not reused.
             self.close()
             return
+        if not self.status:
+            self._head += data  # headers are read from these bytes when asked for, not one callback each
         self._received += len(data)
         self._last_data = self._loop.time()
         try:
@@ -144,7 +157,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool:
-        if self._exchange_open and self.status and not self.complete and not self._framed:
+        if self._exchange_open and self.status and not self.complete and self._close_delimited():
             self.on_message_complete()  # a close-delimited body ends here
         self.close()
         return False
@@ -161,13 +174,25 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         """See pause_writing."""
 
-    # httptools callbacks.
+    # httptools callbacks (no `on_header`: a callback per header costs more than reading them when asked).
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lowered = name.lower()
-        if lowered in {b"content-length", b"transfer-encoding"}:
-            self._framed = True
-        self.headers.append((lowered, value))
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The answer's headers, names lower-cased, in order."""
+        head = self._head
+        end = head.find(b"\r\n\r\n")
+        return [(name.lower(), value.strip()) for name, value in _HEADER.findall(head, 0, end + 2)]
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header, by its lower-case name."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def _close_delimited(self) -> bool:
+        """Neither Content-Length nor Transfer-Encoding: the body ends when the connection does."""
+        return self.header(b"content-length") is None and self.header(b"transfer-encoding") is None
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
@@ -196,15 +221,20 @@ class _Connection(asyncio.Protocol):
 
     # The exchange.
 
-    def send(self, data: bytes, read_timeout: float) -> None:
-        """Write the whole request and arm the read timeout."""
+    def send(self, data: bytes, read_timeout: float, deadline: float) -> None:
+        """Write the whole request and arm the timeouts (`deadline` in loop time, or infinity)."""
         assert self.transport is not None  # noqa: S101 - connected before it is handed out
         self._exchange_open = True
         self._head_waiter = self._loop.create_future()
         self._read_timeout = read_timeout
-        self._last_data = self._loop.time()
-        self._watchdog = self._loop.call_later(read_timeout, self._check_stall)
+        self._deadline = deadline
+        now = self._last_data = self._loop.time()
+        self._watchdog = self._loop.call_later(min(read_timeout, deadline - now), self._check_stall)
         self.transport.write(data)
+
+    def end_total_timeout(self) -> None:
+        """From now on only the read timeout applies (the watchdog picks this up when it next fires)."""
+        self._deadline = math.inf
 
     async def wait_head(self) -> None:
         """Until the status line and headers have arrived."""
@@ -213,6 +243,11 @@ class _Connection(asyncio.Protocol):
             await self._head_waiter
         if self._error is not None:
             raise self._error
+
+    @property
+    def head(self) -> bytes:
+        """The bytes received up to the end of the headers (and maybe some body)."""
+        return self._head
 
     @property
     def answered_nothing(self) -> bool:
@@ -238,6 +273,18 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return piece
 
+    def take_whole_body(self, limit: int) -> bytes | None:
+        """The body at once when all of it has arrived (None otherwise); BodyTooLargeError over `limit`."""
+        if not self.complete or self._error is not None:
+            return None
+        if self._buffered > limit:
+            raise BodyTooLargeError(f"body larger than {limit} bytes")
+        body = self._body
+        whole = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        return whole
+
     def drain(self) -> None:
         """The caller is done but the body is not over: discard the rest, then go back to the pool.
 
@@ -261,10 +308,10 @@ class _Connection(asyncio.Protocol):
         self._draining = False
         self._head_waiter = None
         self.status = 0
-        self.headers = []
+        self._head = b""
         self._body.clear()
         self._buffered = 0
-        self.complete = self._framed = False
+        self.complete = False
         self._received = 0
         if self._paused and self.transport is not None:
             self._paused = False
@@ -279,11 +326,16 @@ class _Connection(asyncio.Protocol):
         self._watchdog = None
         if not self._exchange_open or self.complete:
             return
-        waited = self._loop.time() - self._last_data
-        if waited < self._read_timeout:
-            self._watchdog = self._loop.call_later(self._read_timeout - waited, self._check_stall)
+        now = self._loop.time()
+        idle_limit = self._last_data + self._read_timeout
+        limit = min(idle_limit, self._deadline)
+        if now < limit:
+            self._watchdog = self._loop.call_later(limit - now, self._check_stall)
             return
-        self._fail(ReadTimeoutError(f"no answer for {self._read_timeout:g} s"))
+        if self._deadline <= idle_limit:
+            self._fail(TotalTimeoutError("the answer was not complete in time"))
+        else:
+            self._fail(ReadTimeoutError(f"no byte of answer for {self._read_timeout:g} s"))
         self.close()
 
     def _stop_watchdog(self) -> None:
@@ -354,19 +406,26 @@ class Response:
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
         self.status = connection.status
-        self.headers = connection.headers
         self._closed = False
-        self._decoder = _content_decoder(self.header(b"content-encoding"))
+        self._decoder = (
+            _content_decoder(connection.header(b"content-encoding"))
+            if _CONTENT_ENCODING.search(connection.head)
+            else None
+        )
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The answer's headers, names lower-cased, in order."""
+        return self._connection.headers
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header, by its lower-case name."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return self._connection.header(name)
 
     async def read(self, limit: int) -> bytes:
         """The whole body (decoded), at most `limit` bytes."""
+        if self._decoder is None and (whole := self._connection.take_whole_body(limit)) is not None:
+            return whole  # the common case: the answer came in with its head
         parts: list[bytes] = []
         size = 0
         async for piece in self.iter_bytes():
@@ -388,6 +447,10 @@ class Response:
             yield piece
         if decoder is not None and (tail := decoder.flush()):
             yield tail
+
+    def end_total_timeout(self) -> None:
+        """Lift the total timeout (a stream past its first event); the read timeout still applies."""
+        self._connection.end_total_timeout()
 
     def close(self, *, drain: bool = False) -> None:
         """Release the connection: to the pool when the body was read whole, else closed.
@@ -428,7 +491,7 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.keepalive_seconds = keepalive_seconds
         self._ssl = ssl_context
-        self._pools: dict[Endpoint, _Pool] = {}
+        self._pools: dict[str, _Pool] = {}
         self._open: set[_Connection] = set()
         self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -440,20 +503,26 @@ class HttpClient:
         return self._ssl
 
     def _pool(self, endpoint: Endpoint) -> _Pool:
-        origin = Endpoint(endpoint.scheme, endpoint.host, endpoint.port, "")
-        pool = self._pools.get(origin)
+        pool = self._pools.get(endpoint.origin)
         if pool is None:
-            pool = self._pools[origin] = _Pool(self, origin, asyncio.get_running_loop())
+            pool = self._pools[endpoint.origin] = _Pool(self, endpoint, asyncio.get_running_loop())
         return pool
 
-    async def request(self, endpoint: Endpoint, data: bytes, *, read_timeout: float) -> Response:
-        """Send `data` (head, blank line, body: ready to write); the answer once its head is in."""
+    async def request(
+        self, endpoint: Endpoint, data: bytes, *, read_timeout: float, total_timeout: float | None = None
+    ) -> Response:
+        """Send `data` (head, blank line, body: ready to write); the answer once its head is in.
+
+        `read_timeout`: longest wait for any byte of the answer. `total_timeout`: bound on the whole call
+        (waiting for a connection, connecting, the answer read whole) until `Response.end_total_timeout`.
+        """
         if self._closed:
             raise ConnectError("client closed")
         pool = self._pool(endpoint)
+        deadline = math.inf if total_timeout is None else pool.loop.time() + total_timeout
         for attempt in range(2):
-            connection = (pool.take_idle() if attempt == 0 else None) or await self._connect(pool)
-            connection.send(data, read_timeout)
+            connection = (pool.take_idle() if attempt == 0 else None) or await self._connect(pool, deadline)
+            connection.send(data, read_timeout, deadline)
             try:
                 await connection.wait_head()
             except RemoteProtocolError:
@@ -468,12 +537,15 @@ class HttpClient:
             return Response(connection)
         raise RemoteProtocolError("server closed the connection before answering")  # pragma: no cover
 
-    async def _connect(self, pool: _Pool) -> _Connection:
+    async def _connect(self, pool: _Pool, deadline: float) -> _Connection:
         while len(self._open) + self._connecting >= self.max_connections:
             waiter = pool.loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout_at(deadline if deadline < math.inf else None):
+                    await waiter
+            except TimeoutError:
+                raise TotalTimeoutError("no free connection in time") from None
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -481,9 +553,10 @@ class HttpClient:
                 return idle
         endpoint = pool.endpoint
         tls = endpoint.scheme == "https"
+        bound = min(pool.loop.time() + self.connect_timeout, deadline)
         self._connecting += 1
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(bound):
                 _, connection = await pool.loop.create_connection(
                     lambda: _Connection(pool),
                     endpoint.host,
@@ -492,6 +565,8 @@ class HttpClient:
                     server_hostname=endpoint.host if tls else None,
                 )
         except TimeoutError:
+            if bound >= deadline:
+                raise TotalTimeoutError(f"no connection to {endpoint.authority} in time") from None
             raise ConnectTimeoutError(
                 f"no connection to {endpoint.authority} in {self.connect_timeout:g} s"
             ) from None

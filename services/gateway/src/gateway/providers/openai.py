@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 import msgspec
-from opentelemetry import propagate
+from opentelemetry.trace import Span
 
 from gateway.providers.base import (
     Completion,
@@ -25,9 +25,11 @@ from gateway.providers.http_client import (
     HttpError,
     ReadTimeoutError,
     Response,
+    TotalTimeoutError,
 )
 from gateway.schema import ENCODER, ChatCompletionRequest, StreamOptions, Usage
 from gateway.tokens import count_prompt_tokens, count_text_tokens
+from telemetry.propagation import trace_headers
 
 _ERROR_TEXT_LIMIT = 300
 _MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -79,6 +81,8 @@ class OpenAIProvider:
     """
 
     kind = "openai"
+    times_itself = True
+    """`timeout_seconds` bounds the whole call (a stream: until its first event) inside the client."""
 
     def __init__(
         self, config: ProviderConfig, client: HttpClient, environ: dict[str, str] | None = None
@@ -109,20 +113,19 @@ class OpenAIProvider:
             upstream = msgspec.structs.replace(upstream, max_tokens=model.max_output_tokens)
         return ENCODER.encode(upstream)
 
-    def _message(self, head: bytes, body: bytes) -> bytes:
-        """The whole request: the fixed head, the current trace context, the length, the body."""
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        trace_headers = "".join(f"{name}: {value}\r\n" for name, value in carrier.items())
-        return b"".join(
-            (head, trace_headers.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body)
-        )
+    def _message(self, head: bytes, body: bytes, span: Span) -> bytes:
+        """The whole request: the fixed head, the attempt's trace context, the length, the body."""
+        context = "".join(f"{name}: {value}\r\n" for name, value in trace_headers(span).items())
+        return b"".join((head, context.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body))
 
-    async def _send(self, head: bytes, body: bytes) -> Response:
+    async def _send(self, head: bytes, body: bytes, span: Span) -> Response:
         """The answer once its head is in; a non-200 answer is read and raised as a `ProviderError`."""
         try:
             response = await self._client.request(
-                self._endpoint, self._message(head, body), read_timeout=self._timeout
+                self._endpoint,
+                self._message(head, body, span),
+                read_timeout=self._timeout,
+                total_timeout=self._timeout,
             )
         except HttpError as exc:
             raise self._transport_failure(exc) from exc
@@ -146,15 +149,15 @@ class OpenAIProvider:
         return ProviderRejectedError(self.name, text)
 
     def _transport_failure(self, exc: HttpError) -> ProviderError:
-        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TotalTimeoutError):
             return ProviderTimeoutError(
                 self.name, f"{self.name} did not answer in time ({type(exc).__name__})"
             )
         return ProviderUnavailableError(self.name, f"{self.name} unreachable ({type(exc).__name__})")
 
-    async def complete(self, request: ChatCompletionRequest, model: ModelConfig) -> Completion:
+    async def complete(self, request: ChatCompletionRequest, model: ModelConfig, span: Span) -> Completion:
         """POST the request and pass the upstream's JSON through once it reads as a completion."""
-        response = await self._send(self._json_head, self._payload(request, model, stream=False))
+        response = await self._send(self._json_head, self._payload(request, model, stream=False), span)
         try:
             body = await response.read(_MAX_BODY_BYTES)
         except HttpError as exc:
@@ -176,15 +179,18 @@ class OpenAIProvider:
             )
         return Completion(body, prompt_tokens, completion_tokens, reply.model or model.upstream_name)
 
-    async def open_stream(self, request: ChatCompletionRequest, model: ModelConfig) -> OpenAIStream:
+    async def open_stream(
+        self, request: ChatCompletionRequest, model: ModelConfig, span: Span
+    ) -> OpenAIStream:
         """Send the request and read up to the first event, so failures before it can still fall back."""
-        response = await self._send(self._stream_head, self._payload(request, model, stream=True))
+        response = await self._send(self._stream_head, self._payload(request, model, stream=True), span)
         stream = OpenAIStream(self.name, response, request, model)
         try:
             await stream.prime()
         except BaseException:
             await stream.aclose()
             raise
+        response.end_total_timeout()  # from the first event on, only the read timeout applies
         return stream
 
     async def aclose(self) -> None:
