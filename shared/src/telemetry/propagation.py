@@ -4,7 +4,7 @@
 span current, then the composite's dispatch, costs ~10 µs a call here. With the default propagators
 (`tracecontext,baggage`) and no baggage set, the answer is just `traceparent` (and `tracestate`), written
 straight from the span's context; anything else goes through `inject` unchanged. Both give the same headers
-(`tests/unit/telemetry/test_propagation.py`).
+(`tests/unit/telemetry/test_trace_headers.py`).
 """
 
 from __future__ import annotations
