@@ -212,6 +212,7 @@ class OpenAIStream:
         self._pieces = response.iter_bytes()
         self._rest = b""
         self._payloads: deque[bytes] = deque()
+        self._pending_error: ProviderError | None = None
         self._first: bytes | None = None
         self._done = False
         self._finished = False
@@ -238,16 +239,13 @@ class OpenAIStream:
         self._first = await self._next_event()
 
     async def _next_event(self) -> bytes | None:
-        """The next event to forward, None at `[DONE]` or the end of the body."""
-        payloads = self._payloads
+        """The events that have arrived, as one block to forward; None at `[DONE]` or the end of the body.
+
+        Events that came in one piece leave in one write (nothing waits for more to arrive).
+        """
         while True:
-            while payloads:
-                data = payloads.popleft()
-                if data == b"[DONE]":
-                    self._done = self._finished = True
-                    return None
-                if (event := self._read(data)) is not None:
-                    return event
+            if (self._payloads or self._pending_error is not None) and (block := self._take_events()):
+                return block
             if self._done:
                 return None
             try:
@@ -268,6 +266,31 @@ class OpenAIStream:
                     ) from exc
                 raise ProviderUnavailableError(self._provider, f"{self._provider} stream broke") from exc
             self._split(piece)
+
+    def _take_events(self) -> bytes:
+        """Every queued payload read and framed; an error is raised once the events before it have left."""
+        if (error := self._pending_error) is not None:
+            self._pending_error = None
+            raise error
+        payloads = self._payloads
+        events: list[bytes] = []
+        while payloads:
+            data = payloads.popleft()
+            if data == b"[DONE]":
+                self._done = self._finished = True
+                payloads.clear()
+                break
+            try:
+                event = self._read(data)
+            except ProviderError as exc:
+                payloads.clear()
+                if not events:
+                    raise
+                self._pending_error = exc
+                break
+            if event is not None:
+                events.append(event)
+        return b"".join(events)
 
     def _split(self, piece: bytes) -> None:
         """Queue the `data:` payloads of the complete lines in `piece`; keep a partial last line."""
@@ -303,7 +326,7 @@ class OpenAIStream:
         return b"data: " + data + b"\n\n"
 
     async def events(self) -> AsyncIterator[bytes]:
-        """The primed first event, then the rest."""
+        """The primed first events, then the rest, as they arrive."""
         if self._first is not None:
             first, self._first = self._first, None
             yield first
