@@ -1,13 +1,14 @@
 """A minimal, fast OpenAI-compatible upstream for benchmarks: `POST /v1/chat/completions`, JSON or SSE.
 
-    python bench/openai_upstream.py PORT [--chunks 20]
+    python bench/openai_upstream.py PORT [--chunks 20] [--chunk-interval-ms 1]
 
 Raw asyncio on uvloop with a hand-rolled HTTP/1.1 reader (keep-alive, Content-Length bodies): the point is
 to cost as little CPU as possible, so the gateway in front of it is what the benchmark measures. A
 non-streaming request gets one completion with `usage`; `"stream": true` gets `--chunks` content chunks,
 each its own write (so they travel as separate segments, as a real model's tokens do), a finish chunk, a
 usage chunk when `stream_options.include_usage` asks for it, then `data: [DONE]`, as chunked transfer
-encoding the way OpenAI's API answers.
+encoding the way OpenAI's API answers. `--chunk-interval-ms` spaces the chunks as a model's tokens are
+(0: as fast as the loop goes, so a busy reader gets several at once).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Upstream(asyncio.Protocol):
     replies: ClassVar[dict[str, bytes]] = {}
     streams: ClassVar[dict[tuple[str, bool], list[bytes]]] = {}
     chunks = 20
+    interval = 0.0
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -131,7 +133,7 @@ class Upstream(asyncio.Protocol):
                 parts = self.streams[(request.model, usage)] = self._stream_parts(request.model, usage)
             for part in parts:
                 transport.write(part)
-                await asyncio.sleep(0)  # let the loop flush: one segment per chunk, as a model streams
+                await asyncio.sleep(self.interval)  # one segment per chunk, as a model streams
 
     def _stream_parts(self, model: str, usage: bool) -> list[bytes]:
         head = (
@@ -171,8 +173,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
     parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--chunk-interval-ms", type=float, default=0.0)
     args = parser.parse_args()
     Upstream.chunks = args.chunks
+    Upstream.interval = args.chunk_interval_ms / 1000
     uvloop.run(serve(args.port))
 
 

@@ -53,13 +53,27 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--mode", choices=sorted(BODIES), default="json")
     parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument(
+        "--chunk-interval-ms",
+        type=float,
+        default=5.0,
+        help="wide enough that callgrind reads each chunk apart",
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
     workdir = Path(tempfile.mkdtemp(prefix="upstream-instructions-"))
     (workdir / "catalog.toml").write_text(CATALOG.format(port=UPSTREAM_PORT))
     upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "openai_upstream.py"), str(UPSTREAM_PORT), "--chunks", str(args.chunks)]
+        [
+            sys.executable,
+            str(HERE / "openai_upstream.py"),
+            str(UPSTREAM_PORT),
+            "--chunks",
+            str(args.chunks),
+            "--chunk-interval-ms",
+            str(args.chunk_interval_ms),
+        ]
     )
     sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), str(SINK_PORT)])
     try:

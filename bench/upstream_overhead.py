@@ -1,6 +1,6 @@
 """The path users run: the gateway in front of an OpenAI-compatible upstream, against that upstream direct.
 
-    uv run python bench/upstream_overhead.py [--rounds 5] [--seconds 5] [--chunks 20]
+    uv run python bench/upstream_overhead.py [--rounds 5] [--seconds 5] [--chunks 20] [--chunk-interval-ms 1]
 
 The upstream is `bench/openai_upstream.py` (raw asyncio on uvloop, its own process). Two variants, each
 round, order alternating between rounds:
@@ -10,7 +10,8 @@ round, order alternating between rounds:
   Bearer auth against SQLite, credit reservation and settlement, routing, inference metrics with
   exemplars, a server and a provider span exported over OTLP/HTTP (`bench/otlp_sink.py`), the access and
   inference lines on stdout (to /dev/null).
-Cells: non-streaming and streaming (`--chunks` SSE content chunks, plus the finish and usage chunks), each
+Cells: non-streaming and streaming (`--chunks` SSE content chunks after a role chunk, then the finish and
+usage chunks, `--chunk-interval-ms` apart as a model's tokens are, so each is read and relayed alone), each
 at 1 and 32 connections (`wrk -t1 --latency`, after a 1 s warm-up). Figures per cell: throughput, p50 and
 p99 (wrk's, closed loop), and CPU per request of the server under test (utime+stime / requests). Medians
 (min-max) over rounds; "added" figures are gateway - direct within a round.
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--chunk-interval-ms", type=float, default=1.0)
     parser.add_argument(
         "--env",
         action="append",
@@ -140,7 +142,15 @@ def main() -> None:
     for mode, body in BODIES.items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
     upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "openai_upstream.py"), str(upstream_port), "--chunks", str(args.chunks)]
+        [
+            sys.executable,
+            str(HERE / "openai_upstream.py"),
+            str(upstream_port),
+            "--chunks",
+            str(args.chunks),
+            "--chunk-interval-ms",
+            str(args.chunk_interval_ms),
+        ]
     )
     sink = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
@@ -194,7 +204,7 @@ def main() -> None:
         print(f"{tag + ' added p50 ms':34}{summary([g['p50'] - d['p50'] for d, g in pairs])}")
     for connections in (1, 32):
         per_chunk = [
-            (r[("stream", connections)]["cpu_us"] - r[("json", connections)]["cpu_us"]) / args.chunks
+            (r[("stream", connections)]["cpu_us"] - r[("json", connections)]["cpu_us"]) / (args.chunks + 2)
             for r in results["gateway"]
         ]
         print(f"{f'stream c={connections} CPU us/chunk':34}{summary(per_chunk, '{:.1f}')}")

@@ -198,6 +198,31 @@ class TestFraming:
 
         run(scenario)
 
+    def test_chunks_that_arrived_together_are_one_piece(self):
+        """Chunks buffered since the last read come back as one piece (handled and relayed once)."""
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n")  # one write, three chunks
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"4\r\nfour\r\n0\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+
+        async def scenario() -> None:
+            async with Server(handler) as server:
+                client = HttpClient()
+                endpoint = Endpoint.parse(server.url())
+                response = await client.request(endpoint, message(endpoint), read_timeout=5)
+                await asyncio.sleep(0.02)  # the three chunks are in by now
+                assert [piece async for piece in response.iter_bytes()] == [b"onetwothree", b"four"]
+                response.close()
+                await client.aclose()
+
+        run(scenario)
+
     def test_close_delimited_body(self):
         """A body with neither length nor chunking ends at the close; that connection is not reused."""
 

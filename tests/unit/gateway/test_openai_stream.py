@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -29,16 +28,17 @@ class ScriptedBody:
     """The part of `Response` a stream reads: body pieces as given, then maybe a transport error."""
 
     def __init__(self, pieces: list[bytes], error: HttpError | None = None) -> None:
-        self.pieces = pieces
+        self.pieces = list(pieces)
         self.error = error
         self.closed_with: bool | None = None
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            await asyncio.sleep(0)
-            yield piece
+    async def next_piece(self) -> bytes | None:
+        await asyncio.sleep(0)
+        if self.pieces:
+            return self.pieces.pop(0)
         if self.error is not None:
             raise self.error
+        return None
 
     def close(self, *, drain: bool = False) -> None:
         self.closed_with = drain

@@ -255,8 +255,9 @@ class _Connection(asyncio.Protocol):
         return self._received == 0
 
     async def next_body(self) -> bytes | None:
-        """The next piece of the body as it arrived, None once it is complete."""
-        while not self._body:
+        """What arrived of the body since the last call (all of it, in one piece), None once complete."""
+        body = self._body
+        while not body:
             if self._error is not None:
                 raise self._error
             if self.complete:
@@ -266,8 +267,13 @@ class _Connection(asyncio.Protocol):
                 await self._body_waiter
             finally:
                 self._body_waiter = None
-        piece = self._body.popleft()
-        self._buffered -= len(piece)
+        if len(body) == 1:
+            piece = body.popleft()
+            self._buffered -= len(piece)
+        else:  # several chunks came in together: one piece, so they are handled (and relayed) once
+            piece = b"".join(body)
+            body.clear()
+            self._buffered = 0
         if self._paused and self._buffered <= _PAUSE_BYTES // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -435,18 +441,23 @@ class Response:
             parts.append(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    async def next_piece(self) -> bytes | None:
+        """The next piece of the body as it arrives (decoded), None at its end."""
+        while True:
+            piece = await self._connection.next_body()
+            decoder = self._decoder
+            if decoder is None:
+                return piece
+            if piece is None:
+                self._decoder = None
+                return decoder.flush() or None
+            if piece := decoder.decompress(piece):
+                return piece
+
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body piece by piece, as it arrives (decoded)."""
-        connection = self._connection
-        decoder = self._decoder
-        while (piece := await connection.next_body()) is not None:
-            if decoder is not None:
-                piece = decoder.decompress(piece)
-                if not piece:
-                    continue
+        while (piece := await self.next_piece()) is not None:
             yield piece
-        if decoder is not None and (tail := decoder.flush()):
-            yield tail
 
     def end_total_timeout(self) -> None:
         """Lift the total timeout (a stream past its first event); the read timeout still applies."""

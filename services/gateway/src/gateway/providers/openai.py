@@ -209,7 +209,6 @@ class OpenAIStream:
     ) -> None:
         self._provider = provider
         self._response = response
-        self._pieces = response.iter_bytes()
         self._rest = b""
         self._payloads: deque[bytes] = deque()
         self._pending_error: ProviderError | None = None
@@ -249,15 +248,7 @@ class OpenAIStream:
             if self._done:
                 return None
             try:
-                piece = await anext(self._pieces)
-            except StopAsyncIteration:
-                self._done = True
-                if not self._finished:
-                    # The body ended before `[DONE]` or any finish_reason: the upstream went away mid-answer.
-                    raise ProviderUnavailableError(
-                        self._provider, f"{self._provider} stream ended early"
-                    ) from None
-                return None
+                piece = await self._response.next_piece()
             except HttpError as exc:
                 self._done = True
                 if isinstance(exc, ReadTimeoutError):
@@ -265,6 +256,12 @@ class OpenAIStream:
                         self._provider, f"{self._provider} stalled mid-stream"
                     ) from exc
                 raise ProviderUnavailableError(self._provider, f"{self._provider} stream broke") from exc
+            if piece is None:
+                self._done = True
+                if not self._finished:
+                    # The body ended before `[DONE]` or any finish_reason: the upstream went away mid-answer.
+                    raise ProviderUnavailableError(self._provider, f"{self._provider} stream ended early")
+                return None
             self._split(piece)
 
     def _take_events(self) -> bytes:
