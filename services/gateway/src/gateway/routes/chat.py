@@ -8,7 +8,7 @@ import msgspec
 from litestar import Request, post
 from litestar.types import ASGIApp
 
-from gateway.auth import bearer_key, unauthorized
+from gateway.auth import bearer_key, header, unauthorized
 from gateway.responses import EventStream, JsonAnswer
 from gateway.schema import REQUEST_DECODER, describe_validation_error
 from gateway.services import services
@@ -17,6 +17,7 @@ from telemetry.errors import ApiError, error_responses
 CACHE_HEADER = "x-gatewayz-cache"
 """Request: `true` opts a non-zero-temperature request into the cache. Response: `hit` or `miss`."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_CACHE_HEADER_NAME = CACHE_HEADER.encode()
 _CACHE_HIT = (CACHE_HEADER.encode(), b"hit")
 _CACHE_MISS = (CACHE_HEADER.encode(), b"miss")
 
@@ -57,6 +58,6 @@ async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
         raise ApiError(400, describe_validation_error(exc), code="invalid_request_body") from None
     if chat.stream:
         return EventStream(await gateway.inference.stream(user_id, chat))
-    opted_in = request.headers.get(CACHE_HEADER, "").lower() in _TRUE
+    opted_in = (header(request, _CACHE_HEADER_NAME) or "").lower() in _TRUE
     result = await gateway.inference.complete(user_id, chat, cache_opt_in=opted_in)
     return JsonAnswer(result.body, [_CACHE_HIT if result.cache_hit else _CACHE_MISS])
