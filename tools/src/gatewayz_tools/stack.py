@@ -4,7 +4,8 @@
 
 Every service's stdout is shown (one readable line per JSON log line, coloured per service) and fed, as the
 original JSON line, into the log-shipper's stdin, so the shipper receives every service's logs. Loki and
-Tempo are used when LOKI_URL / TEMPO_URL answer `/ready`, otherwise disabled with one line each. Ctrl-C
+Tempo are used (and scraped by Prometheus, which scrapes itself too) when LOKI_URL / TEMPO_URL answer
+`/ready`, otherwise disabled with one line each. Ctrl-C
 stops the services, then lets the shipper flush, within seconds. State lives in `.run/` (git-ignored).
 """
 

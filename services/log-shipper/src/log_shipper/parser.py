@@ -369,9 +369,7 @@ def _is_utf8(block: bytes) -> bool:
     return True
 
 
-def _keep_in_order(
-    buffer: StreamBuffer, start: int, rebuild: Callable[[Entry, int], Entry]
-) -> int:
+def _keep_in_order(buffer: StreamBuffer, start: int, rebuild: Callable[[Entry, int], Entry]) -> int:
     """Move up entries from `start` on that are over 50 min behind their stream's newest; how many moved.
 
     All entry times are within Loki's window, so they have 19 digits and compare as strings: the common
