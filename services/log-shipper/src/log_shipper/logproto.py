@@ -15,6 +15,7 @@ in the JSON line). The strict fake Loki decodes these bodies with the `protobuf`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 _NS = 1_000_000_000
@@ -42,8 +43,14 @@ _PREFIXES: dict[int, tuple[bytes, ...]] = {}
 def timestamp_head(ns: int) -> bytes:
     """An entry's timestamp field followed by its line tag: everything of an entry before the line length."""
     seconds, nanos = divmod(ns, _NS)
-    message = b"\x08" + varint(seconds) + (b"\x10" + varint(nanos) if nanos else b"")
-    return b"\x0a" + varint(len(message)) + message + b"\x12"
+    message = _seconds_field(seconds) + (b"\x10" + varint(nanos) if nanos else b"")
+    return b"\x0a" + VARINTS[len(message)] + message + b"\x12"
+
+
+@functools.lru_cache(maxsize=64)
+def _seconds_field(seconds: int) -> bytes:
+    """Timestamp.seconds; the same for every entry of a second, so encoded once."""
+    return b"\x08" + varint(seconds)
 
 
 def entry_prefixes(head_size: int) -> tuple[bytes, ...]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import islice
+from operator import itemgetter
 from datetime import UTC, datetime
 
 import msgspec
@@ -343,6 +345,9 @@ class LineParser:
         return encoded[:keep].decode("utf-8", "ignore") + marker, 1
 
 
+_time_of = itemgetter(0)
+
+
 def _retimed_json(value: Entry, ts: int) -> Entry:
     return str(ts), value[1]
 
@@ -378,8 +383,9 @@ def _keep_in_order(buffer: StreamBuffer, start: int, rebuild: Callable[[Entry, i
     values = buffer.values
     if start >= len(values):
         return 0
-    new = values[start:]
-    oldest, newest = int(min(new)[0]), int(max(new)[0])
+    # Times only (the entries' second items never compared): ties are common, and lines can be long.
+    oldest = int(min(map(_time_of, islice(values, start, None))))
+    newest = int(max(map(_time_of, islice(values, start, None))))
     if oldest >= max(buffer.newest, newest) - MAX_BEHIND_NS:
         buffer.newest = max(buffer.newest, newest)
         return 0
