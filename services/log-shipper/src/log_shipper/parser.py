@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from itertools import islice
 from operator import itemgetter
-from datetime import UTC, datetime
 
 import msgspec
 
@@ -123,17 +123,20 @@ class LineParser:
         """Add the lines of `block` (complete lines joined by newlines) to `batch`; blank ones are skipped."""
         if not block:
             return ParseCounts()
-        # One decode and one split for the whole block: "\n" is one byte in UTF-8 and a replacement
-        # character never is, so the text lines pair up with the byte lines one to one.
-        texts = block.decode("utf-8", "replace").split("\n")
-        if b"\r" in block:
-            texts = [text.rstrip("\r") for text in texts]
-        heads = self._decode(block, len(texts))
         if self.protobuf:
-            counts = self._file_protobuf(heads, texts, _utf8_lines(block, texts), default_service, batch)
+            # Protobuf entries take the lines as bytes: split once, no text unless a line needs it.
+            lines = _utf8_lines(block)
+            heads = self._decode(block, len(lines))
+            counts = self._file_protobuf(heads, lines, default_service, batch)
+            count = len(lines)
         else:
+            # One decode and one split for the whole block: "\n" is one byte in UTF-8 and a replacement
+            # character never is, so the text lines pair up with the byte lines one to one.
+            texts = _text_lines(block)
+            heads = self._decode(block, len(texts))
             counts = self._file(heads, texts, default_service, batch, len(block))
-        counts.bytes = len(block) - len(texts) + 1  # without the newlines
+            count = len(texts)
+        counts.bytes = len(block) - count + 1  # without the newlines
         batch.bytes += counts.bytes + ENTRY_OVERHEAD * counts.lines
         return counts
 
@@ -212,12 +215,7 @@ class LineParser:
         batch.lines += counts.lines
 
     def _file_protobuf(
-        self,
-        heads: list[LineHead | None],
-        texts: list[str],
-        lines: list[bytes],
-        default_service: str,
-        batch: Batch,
+        self, heads: list[LineHead | None], lines: list[bytes], default_service: str, batch: Batch
     ) -> ParseCounts:
         """`_file` for protobuf pushes: each entry is encoded here, while the line is at hand.
 
@@ -239,9 +237,9 @@ class LineParser:
         ts_head = logproto.timestamp_head(now)
         prefixes = logproto.entry_prefixes(len(ts_head))
         retimed = False
-        for head, text, line in zip(heads, texts, lines):  # noqa: B905 - equal lengths by construction
+        for head, line in zip(heads, lines):  # noqa: B905 - equal lengths by construction
             if head is None or head.log is not None or len(line) > limit:
-                self._slow(text, head, default_service, batch, routes, starts, counts)
+                self._slow(line.decode(), head, default_service, batch, routes, starts, counts)
                 continue
             key = (head.service, head.level)
             buffer = routes.get(key)
@@ -358,12 +356,18 @@ def _retimed_protobuf(value: Entry, ts: int) -> Entry:
     return str(ts), logproto.entry(logproto.timestamp_head(ts), logproto.entry_line(encoded))
 
 
-def _utf8_lines(block: bytes, texts: list[str]) -> list[bytes]:
-    """The lines of `block` as UTF-8 bytes, pairing with `texts` (re-encoded where bytes were invalid)."""
+def _text_lines(block: bytes) -> list[str]:
+    """The lines of `block` as text, invalid UTF-8 replaced, without carriage returns at their ends."""
+    texts = block.decode("utf-8", "replace").split("\n")
+    return [text.rstrip("\r") for text in texts] if b"\r" in block else texts
+
+
+def _utf8_lines(block: bytes) -> list[bytes]:
+    """The lines of `block` as valid UTF-8 bytes (invalid sequences replaced), without carriage returns."""
     if block.isascii() or _is_utf8(block):
         lines = block.split(b"\n")
         return [line.rstrip(b"\r") for line in lines] if b"\r" in block else lines
-    return [text.encode() for text in texts]
+    return [text.encode() for text in _text_lines(block)]
 
 
 def _is_utf8(block: bytes) -> bool:
