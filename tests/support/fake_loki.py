@@ -1,8 +1,12 @@
 """A strict fake Loki on loopback: `POST /loki/api/v1/push` answered the way Loki 3.7.6 answers it.
 
-Checks the wire contract recorded in BACKENDS.md (Content-Type, gzip, JSON shape, nanosecond timestamps as
-strings, label names and values, line size, age windows), stores accepted entries de-duplicated on exact
-(timestamp, line) like Loki, and can inject 429 with Retry-After, 5xx, 400, 413 and outages.
+Checks the wire contract recorded in BACKENDS.md (Content-Type, Content-Encoding, JSON shape, nanosecond
+timestamps as strings, label names and values, line size, age windows), and, for any type but JSON, the
+snappy-compressed `logproto.PushRequest` Loki's own clients send, decoded with the `protobuf` package
+(labels in Prometheus label-set syntax, `google.protobuf.Timestamp`s). Stores accepted entries de-duplicated
+on exact (timestamp, line) like Loki, serves Loki's own counters on `/metrics`
+(`loki_distributor_lines_received_total`, `loki_discarded_samples_total{reason}`), and can inject 429 with
+Retry-After, 5xx, 400, 413 and outages.
 """
 
 from __future__ import annotations
