@@ -9,9 +9,9 @@ Hand-written rather than built with the `protobuf` package: parsing the lines an
 requests with its C (upb) runtime cost 6.8 µs a line, parsing, encoding and snappy-compressing them here
 4.1 µs (bench/log_shipper_push_encoding.py; BENCHMARKS.md, "Push encoding"). The parser writes each entry
 as it files the line (the length prefix is looked up by line length and timestamp size, the timestamp
-encoded once per distinct time), so a sealed batch is a join of ready entries. Repeated fields concatenate, so a push body
-is spooled segments joined, each a run of `streams` records. Structured metadata is not sent (every field is
-in the JSON line). The strict fake Loki decodes these bodies with the `protobuf` package itself.
+encoded once per distinct time), so a sealed batch is a join of ready entries. Repeated fields concatenate,
+so a push body is spooled segments joined, each a run of `streams` records. Structured metadata is not sent
+(every field is in the JSON line). The strict fake Loki decodes these bodies with the `protobuf` package.
 """
 
 from __future__ import annotations
