@@ -109,8 +109,10 @@ LOG_SHIPPER = DiscardSource(
 LOG_FORWARDERS = DiscardSource(
     name="log forwarders",
     signal="logs",
-    # The services' own forwarders (LOG_FORWARD_URL) count drops as `<prefix>_dropped_lines_total`.
-    selector='{__name__=~".+_dropped_lines_total", __name__!="log_shipper_dropped_lines_total"}',
+    # The services' own forwarders (LOG_FORWARD_URL) count drops as `<prefix>_dropped_lines_total`; the
+    # backends' jobs are left out so none of their counters can be mistaken for one.
+    selector='{__name__=~".+_dropped_lines_total", __name__!="log_shipper_dropped_lines_total",'
+    ' job!~"loki|tempo|prometheus"}',
     by=("reason", "job"),
     fixes={"": "the log-shipper's /ingest is down or slow: check its /ready and LOG_FORWARD_URL"},
 )
