@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from telemetry.export_metrics import SpanExportCollector
 from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
 from telemetry.middleware import RouteResolver, TelemetryMiddleware
@@ -50,11 +51,13 @@ class Telemetry:
         """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output."""
         log_sink = configure_logging(settings, log_stream)
         registry = registry if registry is not None else create_registry()
+        tracer_provider = create_tracer_provider(settings, exporter)
+        registry.register(SpanExportCollector(tracer_provider))
         return cls(
             settings=settings,
             registry=registry,
             http=HttpMetrics(registry, settings.app_name),
-            tracer_provider=create_tracer_provider(settings, exporter),
+            tracer_provider=tracer_provider,
             log_sink=log_sink,
         )
 
