@@ -91,7 +91,7 @@ _SETTLE = (
 _RENEW = (
     f"UPDATE {SCHEMA}.holds SET expires_at = now() + make_interval(secs => $2) WHERE id = ANY($1::bigint[])"
 )
-_REAP = f"SELECT returned_holds, returned_micros FROM {SCHEMA}.return_expired_holds($1)"
+_REAP = f"SELECT returned_holds, returned_micros, owners FROM {SCHEMA}.return_expired_holds($1)"
 _AUTHENTICATE = f"SELECT user_id FROM {SCHEMA}.api_keys WHERE key_hash = $1"
 _USER = f"SELECT id, username, {_ISO} FROM {SCHEMA}.users WHERE id = $1"
 _BALANCE = f"SELECT balance_micros FROM {SCHEMA}.users WHERE id = $1"
@@ -451,7 +451,8 @@ class PostgresStore:
                 "Returned expired holds to their users",
                 holds=holds,
                 credits=to_credits(micros),
-                replica=self.replica,
+                owners=list(row[2]),
+                returned_by=self.replica,
             )
 
     async def close(self) -> None:

@@ -141,13 +141,14 @@ END
 $$;
 
 -- Give expired holds back to their users, at most `p_batch` of them, by one replica at a time (the others
--- skip rather than wait). Returns how many holds and micro-credits went back.
+-- skip rather than wait). Returns how many holds and micro-credits went back, and whose holds they were.
 CREATE FUNCTION {SCHEMA}.return_expired_holds(
-    p_batch INTEGER, OUT returned_holds BIGINT, OUT returned_micros BIGINT
+    p_batch INTEGER, OUT returned_holds BIGINT, OUT returned_micros BIGINT, OUT owners TEXT[]
 ) LANGUAGE plpgsql AS $$
 BEGIN
     returned_holds := 0;
     returned_micros := 0;
+    owners := '{{}}';
     IF NOT pg_try_advisory_xact_lock({REAPER_LOCK}) THEN
         RETURN;
     END IF;
@@ -156,7 +157,7 @@ BEGIN
             SELECT h.id FROM {SCHEMA}.holds h WHERE h.expires_at < now()
             ORDER BY h.expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED
         )
-        RETURNING user_id, micros
+        RETURNING user_id, micros, replica
     ), per_user AS (
         SELECT e.user_id, sum(e.micros)::BIGINT AS amount, count(*) AS n FROM expired e GROUP BY e.user_id
     ), locked AS (
@@ -168,8 +169,9 @@ BEGIN
         FROM per_user JOIN locked ON locked.id = per_user.user_id WHERE users.id = per_user.user_id
         RETURNING per_user.n, per_user.amount
     )
-    SELECT coalesce(sum(r.n), 0)::BIGINT, coalesce(sum(r.amount), 0)::BIGINT
-    INTO returned_holds, returned_micros FROM refunded r;
+    SELECT coalesce(sum(r.n), 0)::BIGINT, coalesce(sum(r.amount), 0)::BIGINT,
+        ARRAY(SELECT DISTINCT e.replica FROM expired e ORDER BY 1)
+    INTO returned_holds, returned_micros, owners FROM refunded r;
 END
 $$;
 """
