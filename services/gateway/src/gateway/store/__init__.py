@@ -64,4 +64,5 @@ async def open_store(settings: GatewaySettings, metrics: StoreMetrics) -> Store:
         hold_seconds=settings.gateway_hold_seconds,
         timeout=settings.gateway_db_timeout_seconds,
         wait_seconds=settings.gateway_db_connect_seconds,
+        synchronous_commit=settings.gateway_db_synchronous_commit,
     )
