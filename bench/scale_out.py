@@ -160,8 +160,9 @@ def main() -> None:
                 result = measure(variant, port, workdir, otlp_url, args, postgres, redis)
                 results[variant].append(result)
                 print(
-                    f"round {round_no + 1} {variant:10}: p50 {result['p50']:.3f} ms  p99 {result['p99']:.3f} ms "
-                    f"at {args.rate:.0f} req/s | peak {result['rps']:7.0f} req/s  {result['cpu_us']:6.1f} us CPU/req",
+                    f"round {round_no + 1} {variant:10}: p50 {result['p50']:.3f} ms  "
+                    f"p99 {result['p99']:.3f} ms at {args.rate:.0f} req/s | "
+                    f"peak {result['rps']:7.0f} req/s  {result['cpu_us']:6.1f} us CPU/req",
                     flush=True,
                 )
         if not args.skip_replicas:
@@ -170,8 +171,8 @@ def main() -> None:
                     total, balanced = replicas(count, workdir, otlp_url, args, postgres, redis)
                     scaling[count].append((total, balanced))
                     print(
-                        f"round {round_no + 1} {count} replica(s): {total:7.0f} req/s in total, books balance: "
-                        f"{balanced}",
+                        f"round {round_no + 1} {count} replica(s): {total:7.0f} req/s in total, "
+                        f"books balance: {balanced}",
                         flush=True,
                     )
     finally:
@@ -188,9 +189,8 @@ def main() -> None:
         print(f"{variant + ' peak req/s':32}{summary([r['rps'] for r in rows], '{:.0f}')}")
         print(f"{variant + ' CPU us/req':32}{summary([r['cpu_us'] for r in rows], '{:.0f}')}")
     print(f"{'postgresql/sqlite throughput':32}{summary([p['rps'] / s['rps'] for s, p in pairs])}")
-    print(
-        f"{'postgresql - sqlite CPU us/req':32}{summary([p['cpu_us'] - s['cpu_us'] for s, p in pairs], '{:.0f}')}"
-    )
+    added_cpu = [p["cpu_us"] - s["cpu_us"] for s, p in pairs]
+    print(f"{'postgresql - sqlite CPU us/req':32}{summary(added_cpu, '{:.0f}')}")
     print(f"{'postgresql - sqlite p50 ms':32}{summary([p['p50'] - s['p50'] for s, p in pairs])}")
     if not args.skip_replicas:
         for count, runs in scaling.items():

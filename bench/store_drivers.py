@@ -5,7 +5,8 @@
 Per request: the reservation and the settlement, each one call of the store's own SQL functions
 (`gatewayz.reserve()`, `gatewayz.settle()`, one-element arrays: no batching), 16 requests in flight on one
 uvloop with a pool of 10 connections per driver (asyncpg's pool without its per-release reset query, as
-the store runs it; psycopg's `AsyncConnectionPool`, statements prepared server-side). A third variant,
+the store runs it; psycopg's `AsyncConnectionPool`, statements prepared server-side), every session with
+`synchronous_commit=off` as the store's. A third variant,
 `store`, is the gateway's `PostgresStore` itself (asyncpg plus group commit of concurrent calls). A private
 PostgreSQL (Debian's, durable: fsync on) runs on CPU 1, the client on CPU 0. Per round and variant, on a
 fresh database: requests/s and the client's CPU per request (what a gateway process pays). Variants rotate
@@ -94,7 +95,9 @@ async def _no_reset(_connection: asyncpg.Connection) -> None:
 
 async def run_asyncpg(url: str, requests: int) -> float:
     """The two calls through an asyncpg pool, one call per request and step."""
-    pool = await asyncpg.create_pool(url, min_size=POOL, max_size=POOL, reset=_no_reset)
+    pool = await asyncpg.create_pool(
+        url, min_size=POOL, max_size=POOL, reset=_no_reset, server_settings={"synchronous_commit": "off"}
+    )
     queue = iter(range(requests))
     replica = "bench:" + secrets.token_hex(3)
 
@@ -118,7 +121,9 @@ async def run_psycopg(url: str, requests: int) -> float:
     """The same two statements through psycopg 3's AsyncConnectionPool, server-side prepared."""
     from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415 - only with `--with psycopg`
 
-    pool = AsyncConnectionPool(url, min_size=POOL, max_size=POOL, open=False)
+    pool = AsyncConnectionPool(
+        url, min_size=POOL, max_size=POOL, open=False, kwargs={"options": "-c synchronous_commit=off"}
+    )
     await pool.open(wait=True)
     queue = iter(range(requests))
     replica = "bench:" + secrets.token_hex(3)

@@ -232,7 +232,7 @@ class TestScaleProfile:
     """`docker compose --profile scale up`: PostgreSQL, Redis and the gateway at 3 replicas sharing them."""
 
     def test_profile_services_start_only_with_the_profile(self, compose):
-        """The default `docker compose up` runs the embedded stack; the profile adds exactly three services."""
+        """Plain `docker compose up` runs the embedded stack; the profile adds exactly three services."""
         profiled = {name for name, service in compose["services"].items() if service.get("profiles")}
         assert profiled == {"postgres", "redis", "gateway-replicas"}
         assert all(compose["services"][name]["profiles"] == ["scale"] for name in profiled)

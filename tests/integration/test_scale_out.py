@@ -128,7 +128,7 @@ class Cluster:
             if replica.process is None or replica.process.poll() is not None:
                 continue
             for line in httpx.get(replica.url + "/metrics", timeout=5).text.splitlines():
-                if line.startswith(name + (labels or " ")) or line.startswith(f"{name}{{{labels}}}"):
+                if line.startswith((name + (labels or " "), f"{name}{{{labels}}}")):
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -158,7 +158,8 @@ class TestScaleOut:
     def test_one_demo_user_for_all_replicas(self, cluster):
         """The three replicas started together share one user 1 and one ledger."""
         balances = {
-            httpx.get(f"{replica.url}/api/users/1", headers=AUTH).json()["credits"] for replica in cluster.replicas
+            httpx.get(f"{replica.url}/api/users/1", headers=AUTH).json()["credits"]
+            for replica in cluster.replicas
         }
         assert balances == {START_CREDITS}
         for replica in cluster.replicas:
@@ -172,7 +173,7 @@ class TestScaleOut:
     def test_overspend_race_across_replicas_and_the_exact_books(self, cluster):
         """300 concurrent requests over 3 replicas against a balance that holds ~67 worst cases at once:
         some are refused (402), the balance never goes below zero, and afterwards balance + Σ charged =
-        start, Σ charged = Σ usage rows = Σ (tokens × price) of the answers the clients received."""
+        start, Σ charged = Σ usage rows = Σ (tokens x price) of the answers the clients received."""
         before = cluster.books()
         responses = asyncio.run(
             fire([replica.url for replica in cluster.replicas], [chat("held") for _ in range(300)])
@@ -256,9 +257,7 @@ class TestScaleOut:
         finally:
             cluster.redis.start()
         for replica in live:
-            warnings = [
-                line for line in replica.stdout_lines() if "Redis unavailable" in line
-            ]
+            warnings = [line for line in replica.stdout_lines() if "Redis unavailable" in line]
             assert 1 <= len(warnings) <= 2, warnings
             assert json.loads(warnings[0])["level"] == "WARNING"
         time.sleep(1.2)  # past the back-off

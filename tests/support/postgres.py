@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
-from support.processes import free_port
+from support.processes import end, free_port
 
 USER = "gatewayz"
 FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
@@ -123,14 +123,7 @@ class PostgresServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, close connections), SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        end(self.process, signal.SIGINT, timeout)
 
     def restart(self) -> Self:
         """Stop and start again on the same port with the same data (an outage that ends)."""

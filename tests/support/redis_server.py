@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from support.processes import free_port
+from support.processes import end, free_port
 
 
 class RedisServer:
@@ -63,14 +63,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """SIGTERM (nothing to save), SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        end(self.process)
 
     def destroy(self) -> None:
         """Stop and delete the directory."""

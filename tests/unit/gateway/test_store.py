@@ -127,7 +127,8 @@ class TestCredits:
         """Usage sums per model and lists the most expensive model first."""
         await store.ensure_demo_user(100.0, "test-bootstrap-key")
         for model, cost in (("cheap", 0.5), ("dear", 3.0), ("cheap", 0.25)):
-            await settle(store, await store.reserve(1, to_micros(5.0)), cost, model=model, prompt=2, completion=3)
+            hold = await store.reserve(1, to_micros(5.0))
+            await settle(store, hold, cost, model=model, prompt=2, completion=3)
         usage = await store.usage(1)
         assert [(u.model, u.requests, u.prompt_tokens, u.completion_tokens, u.credits) for u in usage] == [
             ("dear", 1, 2, 3, 3.0),
