@@ -18,15 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.store import hash_key
 from support.postgres import PostgresServer
-from support.processes import ServiceProcess
+from support.processes import ServiceProcess, free_port
 from support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 KEY = "test-scale-out-user-key"
+RACER_KEY = "test-scale-out-racer-key"
 ADMIN = "test-scale-out-admin-key"
-START_CREDITS = 5.0
+START_CREDITS = 1000.0
+RACER_CREDITS = 5.0
 HOLD_SECONDS = 2.0
 # 1,000 micro-credits per token either way: a response's cost is exact in integers.
 CATALOG = """
@@ -56,6 +59,7 @@ max_output_tokens = 64
 latency_ms = 5
 """
 AUTH = {"Authorization": f"Bearer {KEY}"}
+RACER_AUTH = {"Authorization": f"Bearer {RACER_KEY}"}
 
 
 def chat(model: str, content: str = "how are the replicas today", **extra: object) -> dict:
@@ -102,7 +106,17 @@ class Cluster:
         # All three at once, as a deploy does: migrations and demo user 1 must happen exactly once.
         with ThreadPoolExecutor(len(self.replicas)) as pool:
             list(pool.map(lambda replica: replica.start(ready_path="/ready"), self.replicas))
+        # A second user with a small balance for the race (the gateway has no user API yet).
+        micros, digest = round(RACER_CREDITS * 1_000_000), hash_key(RACER_KEY)
+        self.sql(
+            "WITH racer AS (INSERT INTO gatewayz.users (username, balance_micros) "  # noqa: S608 - constants
+            f"VALUES ('racer', {micros}) RETURNING id) "
+            f"INSERT INTO gatewayz.api_keys (key_hash, user_id) SELECT '{digest}', id FROM racer"
+        )
         return self
+
+    def sql(self, query: str) -> str:
+        return self.postgres.psql(query, database=self.database_url.rsplit("/", 1)[1])
 
     def stop(self) -> None:
         for replica in self.replicas:
@@ -110,13 +124,13 @@ class Cluster:
         self.redis.destroy()
         self.postgres.destroy()
 
-    def books(self) -> dict[str, int]:
-        """Balance, Σ usage credits and requests, and open holds of user 1, exact (micro-credits)."""
-        row = self.postgres.psql(
-            "SELECT u.balance_micros, coalesce(sum(g.credits_micros), 0), coalesce(sum(g.requests), 0), "
+    def books(self, username: str = "demo") -> dict[str, int]:
+        """A user's balance, Σ usage credits and requests, and every open hold, exact (micro-credits)."""
+        row = self.sql(
+            "SELECT u.balance_micros, coalesce(sum(g.credits_micros), 0), coalesce(sum(g.requests), 0), "  # noqa: S608
             "(SELECT count(*) FROM gatewayz.holds) FROM gatewayz.users u "
-            "LEFT JOIN gatewayz.usage g ON g.user_id = u.id WHERE u.id = 1 GROUP BY u.balance_micros",
-            database=self.database_url.rsplit("/", 1)[1],
+            f"LEFT JOIN gatewayz.usage g ON g.user_id = u.id WHERE u.username = '{username}' "
+            "GROUP BY u.balance_micros"
         )
         balance, charged, requests, holds = (int(value) for value in row.split("|"))
         return {"balance": balance, "charged": charged, "requests": requests, "holds": holds}
@@ -142,13 +156,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.stop()
 
 
-async def fire(urls: list[str], bodies: list[dict], timeout: float = 30.0) -> list[httpx.Response]:
+async def fire(
+    urls: list[str], bodies: list[dict], timeout: float = 30.0, auth: dict[str, str] = AUTH
+) -> list[httpx.Response]:
     """Every body at once, spread round-robin over the replicas."""
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         return await asyncio.gather(
             *(
-                client.post(f"{urls[index % len(urls)]}/v1/chat/completions", json=body, headers=AUTH)
+                client.post(f"{urls[index % len(urls)]}/v1/chat/completions", json=body, headers=auth)
                 for index, body in enumerate(bodies)
             )
         )
@@ -174,19 +190,23 @@ class TestScaleOut:
         """300 concurrent requests over 3 replicas against a balance that holds ~67 worst cases at once:
         some are refused (402), the balance never goes below zero, and afterwards balance + Σ charged =
         start, Σ charged = Σ usage rows = Σ (tokens x price) of the answers the clients received."""
-        before = cluster.books()
+        before = cluster.books("racer")
         responses = asyncio.run(
-            fire([replica.url for replica in cluster.replicas], [chat("held") for _ in range(300)])
+            fire(
+                [replica.url for replica in cluster.replicas],
+                [chat("held") for _ in range(300)],
+                auth=RACER_AUTH,
+            )
         )
         statuses = [response.status_code for response in responses]
         assert set(statuses) <= {200, 402}, {s for s in statuses if s not in {200, 402}}
         assert statuses.count(402) > 0
         assert statuses.count(200) > 0
         received = sum(cost_micros(response) for response in responses if response.status_code == 200)
-        after = cluster.books()
+        after = cluster.books("racer")
         assert after["holds"] == 0
         assert after["balance"] >= 0
-        assert after["balance"] + after["charged"] == round(START_CREDITS * 1_000_000)
+        assert after["balance"] + after["charged"] == round(RACER_CREDITS * 1_000_000)
         assert after["charged"] - before["charged"] == received
         assert after["requests"] - before["requests"] == statuses.count(200)
 
@@ -295,3 +315,24 @@ class TestScaleOut:
         assert after["charged"] - start["charged"] == sum(cost_micros(response) for response in responses)
         assert after["balance"] + after["charged"] == round(START_CREDITS * 1_000_000)
         assert cluster.metric("gateway_store_errors_total", 'operation="reserve"') >= len(live)
+
+
+class TestStartup:
+    def test_an_unreachable_database_stops_startup_naming_the_variable(self, tmp_path):
+        """Nothing listening at DATABASE_URL: after GATEWAY_DB_CONNECT_SECONDS the process exits, saying
+        which variable to fix, and never prints the password."""
+        url = f"postgresql://gatewayz:hunter2secret@127.0.0.1:{free_port()}/gatewayz"
+        process = ServiceProcess(
+            "gateway",
+            {
+                "DATABASE_URL": url,
+                "GATEWAY_DB_CONNECT_SECONDS": "1",
+                "GATEWAY_DB_PATH": str(tmp_path / "x.db"),
+            },
+            tmp_path,
+        )
+        with pytest.raises(RuntimeError, match="exited 3") as caught:
+            process.start(ready_path="/ready", timeout=30)
+        message = str(caught.value)
+        assert "configuration error: DATABASE_URL: PostgreSQL did not answer" in message
+        assert "hunter2secret" not in message + "\n".join(process.stdout_lines())

@@ -21,12 +21,12 @@ def load_config(path: Path = PROMETHEUS_CONFIG) -> dict[str, Any]:
 def rewrite_config(config: dict[str, Any], ports: dict[str, int], config_dir: Path) -> dict[str, Any]:
     """`config` with each job's target on 127.0.0.1:<port> and rule files as absolute paths; nothing else.
 
-    DNS discovery (compose's scaled replicas) is dropped: on loopback there is nothing to resolve.
+    (The gateway job's DNS discovery of compose's `gateway-replicas` stays: that name does not resolve
+    outside compose, which Prometheus takes as no target, silently.)
     """
     rewritten = copy.deepcopy(config)
     for job in rewritten["scrape_configs"]:
         job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
-        job.pop("dns_sd_configs", None)
     rewritten["rule_files"] = [str(config_dir / path) for path in config.get("rule_files", [])]
     return rewritten
 
