@@ -274,7 +274,12 @@ class PostgresStore:
         await self._call("read", "execute", _ADD_KEY, hash_key(key), user_id)
 
     async def authenticate(self, key: str) -> int | None:
-        """The user `key` belongs to; known keys are remembered, so repeat callers cost no query."""
+        """The user `key` belongs to; known keys are remembered, so repeat callers cost no query.
+
+        Remembering is safe because nothing removes a key yet. Revoking keys (refused at once on every
+        replica) must drop them from every replica's memory: a revocation column checked by `reserve`, or an
+        invalidation message, not this cache alone.
+        """
         digest = hash_key(key)
         user_id = self._keys.get(digest)
         if user_id is not None:
