@@ -27,7 +27,8 @@ traffic: install ## Send bounded synthetic traffic through the gateway (ARGS="--
 	@$(UV) run --frozen python -m gatewayz_tools.traffic $(ARGS)
 
 .PHONY: test
-test: install ## Run the whole test suite (unit + integration)
+test: install ## Run the whole test suite (unit + integration); installs Debian's postgresql and redis-server
+	@scripts/ensure-databases.sh
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 .PHONY: bench

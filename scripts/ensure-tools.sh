@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Install the Debian packages providing any missing command: `ensure-tools.sh COMMAND=PACKAGE ...`.
+# A COMMAND with a `/` is a path glob instead (for binaries Debian keeps off PATH).
 # With no argument: what the tests need besides Prometheus, i.e. docker-compose (its `config -q` validates
 # docker-compose.yml offline; no Docker engine needed).
 set -euo pipefail
 [ "$#" -gt 0 ] || set -- docker-compose=docker-compose
 missing=()
 for pair in "$@"; do
-  command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+  need="${pair%%=*}"
+  if [[ "$need" == */* ]]; then
+    compgen -G "$need" >/dev/null || missing+=("${pair#*=}")
+  else
+    command -v "$need" >/dev/null || missing+=("${pair#*=}")
+  fi
 done
 [ "${#missing[@]}" -gt 0 ] || exit 0
 SUDO=""

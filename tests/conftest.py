@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: settings, an in-memory span exporter, a captured log stream."""
+"""Fixtures shared by every test: settings, an in-memory span exporter, a captured log stream, and (started
+on first use, once per session) a private PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.settings import GatewaySettings
+from support.postgres import PostgresServer
+from support.redis_server import RedisServer
 from telemetry import Telemetry
 
 
@@ -46,3 +49,19 @@ def gateway_telemetry(
     telemetry = Telemetry.create(gateway_settings, exporter=span_exporter, log_stream=log_capture)
     yield telemetry
     telemetry.tracer_provider.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL on a free loopback port; `create_database()` gives each test its own database."""
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on a free loopback port, no persistence; tests flush what they need empty."""
+    server = RedisServer().start()
+    yield server
+    server.destroy()

@@ -82,10 +82,12 @@ def datasources() -> dict[str, dict]:
 class TestPrometheus:
     def test_promtool_accepts_both_configs(self):
         """`promtool check config` passes for the compose and the Railway configuration, rules included."""
+        rules = sum(len(group["rules"]) for group in load(DEPLOY / "prometheus" / "alerts.yml")["groups"])
+        assert rules >= 6
         for config in (PROMETHEUS_CONFIG, RAILWAY_PROMETHEUS_CONFIG):
             result = run("promtool", "check", "config", str(config))
             assert result.returncode == 0, result.stdout + result.stderr
-            assert "SUCCESS: 10 rules found" in result.stdout
+            assert f"SUCCESS: {rules} rules found" in result.stdout
 
     def test_alert_rule_unit_tests_pass(self):
         """`promtool test rules` passes every alert scenario."""
@@ -201,7 +203,8 @@ class TestCompose:
             _, _, tag = image.rpartition(":")
             assert tag, name
             assert tag != "latest", name
-            assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), image
+            # PostgreSQL numbers its releases major.minor (17.6); everything else major.minor.patch.
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+" if name != "postgres" else r"\d+\.\d+", tag), image
         assert images["loki"] == "grafana/loki:3.7.6"
         assert images["tempo"] == "grafana/tempo:3.0.3"
 
@@ -244,6 +247,42 @@ class TestCompose:
         (provider,) = load(DASHBOARD_PROVIDERS)["providers"]
         assert found[provider["options"]["path"]] == (str(DEPLOY / "grafana" / "dashboards"), True)
         assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "<choose a password>"
+
+
+class TestScaleProfile:
+    """`docker compose --profile scale up`: PostgreSQL, Redis and the gateway at 3 replicas sharing them."""
+
+    def test_profile_services_start_only_with_the_profile(self, compose):
+        """Plain `docker compose up` runs the embedded stack; the profile adds exactly three services."""
+        profiled = {name for name, service in compose["services"].items() if service.get("profiles")}
+        assert profiled == {"postgres", "redis", "gateway-replicas"}
+        assert all(compose["services"][name]["profiles"] == ["scale"] for name in profiled)
+
+    def test_replicas_share_postgres_and_redis_once_both_are_healthy(self, compose):
+        replicas = compose["services"]["gateway-replicas"]
+        assert replicas["deploy"]["replicas"] == 3
+        environment = replicas["environment"]
+        assert environment["DATABASE_URL"].startswith("postgresql://gatewayz:")
+        assert environment["DATABASE_URL"].endswith("@postgres:5432/gatewayz")
+        assert environment["REDIS_URL"] == "redis://redis:6379/0"
+        assert replicas["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert replicas["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert [port["published"] for port in replicas["ports"]] == ["8010-8012"]
+        assert compose["services"]["gateway"]["environment"].get("DATABASE_URL") is None  # embedded default
+
+    def test_database_and_cache_keep_state_in_named_volumes(self, compose):
+        assert mounts(compose["services"]["postgres"])["/var/lib/postgresql/data"] == ("postgres-data", False)
+        assert mounts(compose["services"]["redis"])["/data"] == ("redis-data", False)
+        assert "pg_isready" in " ".join(compose["services"]["postgres"]["healthcheck"]["test"])
+        assert compose["services"]["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+    def test_prometheus_finds_every_replica_by_dns_on_the_service_name(self, compose):
+        """As on Railway: an A lookup of the compose service name gives one target per replica."""
+        (job,) = [job for job in load(PROMETHEUS_CONFIG)["scrape_configs"] if job["job_name"] == "gateway"]
+        (sd,) = job["dns_sd_configs"]
+        assert sd["names"] == ["gateway-replicas"]
+        assert (sd["type"], sd["port"]) == ("A", 8000)
+        assert "gateway-replicas" in compose["services"]
 
 
 class TestGrafana:

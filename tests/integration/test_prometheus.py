@@ -309,6 +309,10 @@ def test_alert_rules_load_and_the_failing_provider_alert_goes_pending(stack):
         "SpanExporterDroppingSpans",
         "LogForwarderDroppingLines",
         "TargetDown",
+        "GatewayStoreUnavailable",
+        "GatewaySettlementsPending",
+        "GatewayExpiredHoldsReturned",
+        "RedisUnavailable",
     }
     assert {name: rule["health"] for name, rule in found.items()} == dict.fromkeys(found, "ok")
     (alert,) = [a for a in found["ProviderUnavailable"]["alerts"] if a["labels"]["provider"] == "local-down"]

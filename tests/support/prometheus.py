@@ -11,6 +11,7 @@ import httpx
 import yaml
 
 from gatewayz_tools.prometheus import command as prometheus_command
+from support.processes import end
 
 
 class PrometheusProcess:
@@ -41,13 +42,7 @@ class PrometheusProcess:
         raise TimeoutError(f"prometheus not ready: {self.log()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        end(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

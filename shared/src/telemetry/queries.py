@@ -137,11 +137,11 @@ FASTAPI_DASHBOARD = Dashboard(
             datasource="prometheus",
             expr=f"rate(process_cpu_seconds_total{{{SERVICE_FILTER}}}[5m]) * 100",
             unit="percent",
-            legend="{{job}}",
+            legend="{{job}} {{instance}}",
             thresholds=(Threshold(50, "yellow"), Threshold(80, "red")),
             min=0,
             max=100,
-            description="Process CPU, percent of one core.",
+            description="Process CPU, percent of one core, per replica (each is its own process).",
         ),
         Panel(
             title="Memory Usage",
@@ -150,11 +150,11 @@ FASTAPI_DASHBOARD = Dashboard(
             # fix: the unit matches the expression: bytes / 1024² is MiB, shown as megabytes.
             expr=f"process_resident_memory_bytes{{{SERVICE_FILTER}}} / 1024 / 1024",
             unit="decmbytes",
-            legend="{{job}}",
+            legend="{{job}} {{instance}}",
             thresholds=(Threshold(512, "yellow"), Threshold(1024, "red")),
             min=0,
             max=2048,
-            description="Resident memory in MB.",
+            description="Resident memory in MB, per replica.",
         ),
         Panel(
             title="Logger Stream",
@@ -226,31 +226,33 @@ INFERENCE_DASHBOARD = Dashboard(
             title="Provider Availability",
             kind="stat",
             datasource="prometheus",
-            expr="provider_availability",
+            # Each replica keeps its own window: the worst replica's view (one that cannot reach it shows 0).
+            expr="min by (provider) (provider_availability)",
             legend="{{provider}}",
             min=0,
             max=1,
-            description="1 when the provider answered within the rolling window, 0 when it did not.",
+            description="1 when the provider answered within every replica's rolling window, 0 when a "
+            "replica's calls all failed.",
         ),
         Panel(
             title="Provider Error Rate",
             kind="timeseries",
             datasource="prometheus",
-            expr="provider_error_rate",
+            expr="max by (provider) (provider_error_rate)",
             unit="percentunit",
             legend="{{provider}}",
             min=0,
             max=1,
-            description="Share of failed provider calls over the rolling window.",
+            description="Share of failed provider calls over the rolling window, worst replica.",
         ),
         Panel(
             title="Provider Response Time",
             kind="timeseries",
             datasource="prometheus",
-            expr="provider_response_time_seconds",
+            expr="max by (provider) (provider_response_time_seconds)",
             unit="s",
             legend="{{provider}}",
-            description="Rolling mean provider response time.",
+            description="Rolling mean provider response time, slowest replica.",
         ),
         Panel(
             title="Cache Hit Ratio",
@@ -269,10 +271,41 @@ INFERENCE_DASHBOARD = Dashboard(
             title="Cache Size",
             kind="timeseries",
             datasource="prometheus",
-            expr="cache_size_bytes",
+            # With REDIS_URL every replica reports the one shared total: max, never sum.
+            expr="max by (cache_name) (cache_size_bytes)",
             unit="bytes",
             legend="{{cache_name}}",
-            description="Bytes held by each in-process cache.",
+            description="Bytes held by the cache: the shared Redis total (every replica reports it), or "
+            "the in-process cache of a single replica.",
+        ),
+        Panel(
+            title="Gateway Replicas Up",
+            kind="stat",
+            datasource="prometheus",
+            expr='sum(up{job="gateway"})',
+            description="Gateway replicas Prometheus scrapes successfully (each replica is its own target).",
+        ),
+        Panel(
+            title="Store Latency P95",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=(
+                "histogram_quantile(0.95, sum by (le, operation) "
+                "(rate(gateway_store_duration_seconds_bucket[5m])))"
+            ),
+            unit="s",
+            legend="{{operation}}",
+            description="95th percentile of user store operations (reserve, settle, ...) across replicas: "
+            "a slow database, as opposed to a slow provider.",
+        ),
+        Panel(
+            title="Store Errors",
+            kind="timeseries",
+            datasource="prometheus",
+            expr="sum by (operation) (rate(gateway_store_errors_total[5m]))",
+            unit="ops",
+            legend="{{operation}}",
+            description="Store operations per second that failed because the database was unreachable.",
         ),
         Panel(
             title="Inference Errors",

@@ -25,8 +25,8 @@ _SECRET_WORDS = frozenset(
     }
 )
 _NAME_PARTS = re.compile(r"[^a-z0-9]+")
-# Credentials embedded in URLs: scheme://user:password@host
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@", re.IGNORECASE)
+# Credentials embedded in URLs: scheme://user:password@host, or scheme://:password@host (Redis)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
 MASK = "***"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from typing import Annotated, Literal, NoReturn, TypeVar
 
@@ -14,6 +15,8 @@ from telemetry.redaction import is_secret_name, mask
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+")]
+RedisUrl = Annotated[str, msgspec.Meta(pattern=r"^(rediss?|unix)://\S+$")]
+"""`redis://[[user]:password@]host[:port][/db]`, `rediss://` (TLS), `unix://` (a socket): redis-py's forms."""
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Sampler = Literal[
     "always_on",
@@ -85,6 +88,25 @@ class TelemetrySettings(
     """Spans per export request."""
 
 
+def check_url(variable: str, url: str | None) -> None:
+    """Raise ValueError naming `variable` when `url` has no host or a port that is not a number.
+
+    For `__post_init__` of settings holding a database URL; the message never repeats the URL (it may carry a
+    password).
+    """
+    if url is None:
+        return
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{variable} is invalid: its port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"{variable} is invalid: its port is not a number from 1 to 65535")
+    if not parts.hostname and parts.scheme != "unix":
+        raise ValueError(f"{variable} is invalid: it names no host")
+
+
 def _is_sequence(annotation: object) -> bool:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
@@ -129,7 +151,7 @@ def _describe(exc: msgspec.ValidationError, raw: Mapping[str, object]) -> str:
     name = where.rstrip("`").split(".")[0].split("[")[0]
     reason = reason.replace(", got `str`", "").replace("`", "")
     reason = reason[:1].lower() + reason[1:]
-    shown = "<redacted>" if is_secret_name(name) else repr(raw.get(name))
+    shown = "<redacted>" if is_secret_name(name) else repr(mask(name, raw.get(name)))
     return f"{name}={shown} is invalid: {reason}"
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from admin.auth import GENERATE_KEY_HINT
 from support.admin_app import ADMIN_KEY, BEARER
+from support.processes import free_port
 
 ADMIN_ENDPOINTS = [
     ("GET", "/api/instrumentation/loki/status"),
@@ -104,3 +105,30 @@ class TestKeyNeverLeaks:
         for text in [*bodies, logged]:
             assert ADMIN_KEY not in text
             assert "guess-1234" not in text
+
+
+class TestSharedFailedAttemptLimit:
+    """With REDIS_URL, every admin replica counts the same failures (Debian's redis-server, private)."""
+
+    def test_two_replicas_share_one_limit(self, make_admin, redis_server):
+        """Five failures on each of two replicas exhaust the limit of ten on both."""
+        redis_server.flush()
+        first, second = (make_admin(redis_url=redis_server.url()) for _ in range(2))
+        wrong = {"Authorization": "Bearer wrong"}
+        for replica in (first, second):
+            for _ in range(5):
+                assert replica.get("/api/instrumentation/config", headers=wrong).status_code == 401
+        for replica in (first, second):
+            response = replica.get("/api/instrumentation/config", headers=BEARER)
+            assert response.status_code == 429
+            assert 1 <= int(response.headers["retry-after"]) <= 60
+
+    def test_redis_down_falls_back_to_each_replicas_own_limit(self, make_admin):
+        """Redis unreachable: the limit still holds, per replica, and is counted as degraded."""
+        admin = make_admin(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        wrong = {"Authorization": "Bearer wrong"}
+        for _ in range(10):
+            assert admin.get("/api/instrumentation/config", headers=wrong).status_code == 401
+        assert admin.get("/api/instrumentation/config", headers=BEARER).status_code == 429
+        registry = admin.app.state.admin.telemetry.registry
+        assert registry.get_sample_value("redis_unavailable_total", {"operation": "failed_auth"}) >= 1

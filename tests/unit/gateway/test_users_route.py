@@ -11,8 +11,8 @@ from gateway_testing import ADMIN_KEY, USER_KEY
 def other_key(client) -> str:
     """A second user with its own key."""
     store = client.app.state.services.store
-    user_id = store.create_user("other", 5.0)
-    store.add_key(user_id, "test-other-user-key")
+    user_id = client.blocking_portal.call(store.create_user, "other", 5.0)
+    client.blocking_portal.call(store.add_key, user_id, "test-other-user-key")
     assert user_id == 2
     return "test-other-user-key"
 

@@ -115,3 +115,36 @@ class TestStartup:
         assert result.stderr.strip().splitlines() == [
             "configuration error: PORT='abc' is invalid: expected int"
         ]
+
+
+class TestDatabaseAndRedisUrls:
+    @pytest.mark.parametrize(
+        ("name", "value", "reason"),
+        [
+            ("DATABASE_URL", "mysql://user:hunter2secret@db/gatewayz", "expected str matching"),
+            ("DATABASE_URL", "postgresql://user:hunter2secret@db:port/gatewayz", "port is not a number"),
+            ("DATABASE_URL", "postgresql://user:hunter2secret@:5432/gatewayz", "names no host"),
+            ("REDIS_URL", "http://:hunter2secret@cache:6379", "expected str matching"),
+            ("REDIS_URL", "redis://:hunter2secret@cache:99999/0", "port is not a number"),
+        ],
+    )
+    def test_a_bad_url_names_the_variable_and_never_the_password(self, name, value, reason):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(GatewaySettings, {name: value})
+        message = str(caught.value)
+        assert message.startswith(name)
+        assert reason in message
+        assert "hunter2secret" not in message
+
+    def test_good_urls_are_kept_and_shown_masked(self):
+        settings = load_settings(
+            GatewaySettings,
+            {
+                "DATABASE_URL": "postgresql://gatewayz:hunter2secret@db.railway.internal:5432/railway",
+                "REDIS_URL": "redis://:hunter2secret@redis.railway.internal:6379/0",
+            },
+        )
+        assert settings.database_url.endswith("@db.railway.internal:5432/railway")
+        shown = settings_as_dict(settings)
+        assert shown["DATABASE_URL"] == "postgresql://***@db.railway.internal:5432/railway"
+        assert shown["REDIS_URL"] == "redis://***@redis.railway.internal:6379/0"

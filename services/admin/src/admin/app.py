@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -25,6 +27,17 @@ async def _record_scrape(request: Request[Any, Any, Any]) -> None:
     request.app.state.admin.scrapes.seen()
 
 
+@asynccontextmanager
+async def _redis_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Close the shared Redis client (the failed-auth limit's) at shutdown, if there is one."""
+    try:
+        yield
+    finally:
+        state: AdminState = app.state.admin
+        if state.redis is not None:
+            await state.redis.close()
+
+
 def create_app(
     settings: AdminSettings | None = None,
     telemetry: Telemetry | None = None,
@@ -40,7 +53,7 @@ def create_app(
     )
     app = Litestar(
         route_handlers=[health, ready, metrics, MetricsController, InstrumentationController],
-        lifespan=[telemetry.lifespan, upstream.lifespan],
+        lifespan=[telemetry.lifespan, upstream.lifespan, _redis_lifespan],
         logging_config=None,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(

@@ -9,7 +9,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 from loguru import logger
 
-from admin.limiter import SlidingWindowLimiter
+from admin.limiter import SharedWindow
 from telemetry.errors import ApiError
 
 SECURITY_SCHEME = "AdminBearer"
@@ -26,16 +26,18 @@ GENERATE_KEY_HINT = (
 class AdminKeyGuard:
     """A Litestar guard: 503 with no key configured, 429 when a client failed too often, 401 on a bad key."""
 
-    def __init__(self, key: str | None, failures: SlidingWindowLimiter) -> None:
+    def __init__(self, key: str | None, failures: SharedWindow) -> None:
         self._key = key.encode() if key else None
         self._failures = failures
 
-    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+    ) -> None:
         """Let the request through, or raise the error that says why not."""
         if self._key is None:
             raise ApiError(503, GENERATE_KEY_HINT, type_="configuration_error", code="admin_key_not_set")
         client = connection.client.host if connection.client else "unknown"
-        wait = self._failures.retry_after(client)
+        wait = await self._failures.retry_after(client)
         if wait:
             error = ApiError(
                 429,
@@ -47,7 +49,7 @@ class AdminKeyGuard:
         presented = _bearer_token(connection.headers.get("authorization"))
         # compare_digest on bytes takes time independent of where the two differ.
         if presented is None or not hmac.compare_digest(presented.encode(), self._key):
-            self._failures.hit(client)
+            await self._failures.hit(client)
             logger.warning(
                 "Admin authentication failed",
                 client=client,
@@ -76,10 +78,12 @@ def _bearer_token(header: str | None) -> str | None:
     return token
 
 
-def require_admin_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def require_admin_key(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """Route guard for admin endpoints: delegates to the app's `AdminKeyGuard` (built from its settings)."""
     guard: AdminKeyGuard = connection.app.state.admin.guard
-    guard(connection, handler)
+    await guard(connection, handler)
 
 
 ADMIN_GUARDS = [require_admin_key]

@@ -23,7 +23,7 @@ ALLOWED_PREFIXES = (
 """Variables of the stack's own families are shown (masked where secret)."""
 ALLOWED_NAMES = frozenset(
     {"APP_NAME", "SERVICE_NAME", "SERVICE_VERSION", "ENVIRONMENT", "HOST", "PORT", "LOG_LEVEL", "ACCESS_LOG"}
-    | {"METRICS_EXCLUDE_PATHS", "FORWARDED_ALLOW_IPS", "PYTHONUNBUFFERED", "TZ"}
+    | {"METRICS_EXCLUDE_PATHS", "FORWARDED_ALLOW_IPS", "PYTHONUNBUFFERED", "TZ", "REDIS_URL"}
     | {"RAILWAY_ENVIRONMENT_NAME", "RAILWAY_SERVICE_NAME", "RAILWAY_PUBLIC_DOMAIN", "RAILWAY_PRIVATE_DOMAIN"}
 )
 """Other variables worth seeing when diagnosing a deploy; anything else is never shown."""

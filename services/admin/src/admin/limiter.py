@@ -1,4 +1,9 @@
-"""A sliding-window limiter per key, bounded in memory: failed logins per client, workloads overall."""
+"""A sliding-window limiter per key, bounded in memory: failed logins per client, workloads overall.
+
+`SharedWindow` keeps the same window in Redis when `REDIS_URL` is set, so every admin replica counts the
+same failures (two replicas do not double an attacker's tries); while Redis is down each replica falls back
+to its own in-process window, which always records the events too.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+
+from telemetry.redis_window import RedisSlidingWindow
+from telemetry.shared_redis import REDIS_ERRORS, SharedRedis
 
 
 class SlidingWindowLimiter:
@@ -59,3 +67,41 @@ class SlidingWindowLimiter:
         while events and events[0] <= horizon:
             events.popleft()
         return events
+
+
+class SharedWindow:
+    """`SlidingWindowLimiter`'s window: in Redis when there is one, else (or while it is down) in process."""
+
+    def __init__(
+        self, local: SlidingWindowLimiter, redis: SharedRedis | None, *, prefix: str, operation: str
+    ) -> None:
+        self.local = local
+        self.limit = local.limit
+        self._redis = redis
+        self._operation = operation
+        self._remote = (
+            RedisSlidingWindow(redis, prefix, local.limit, local.window) if redis is not None else None
+        )
+
+    async def retry_after(self, key: str) -> int:
+        """Seconds until `key` may act again (0: now), counted across replicas when Redis answers."""
+        if self._remote is not None and self._redis is not None and self._redis.available(self._operation):
+            try:
+                wait = await self._remote.retry_after(key)
+            except REDIS_ERRORS as exc:
+                self._redis.failure(self._operation, exc)
+            else:
+                self._redis.success()
+                return wait
+        return self.local.retry_after(key)
+
+    async def hit(self, key: str) -> None:
+        """Record one event for `key`, here and (when it answers) in Redis."""
+        self.local.hit(key)
+        if self._remote is not None and self._redis is not None and self._redis.available(self._operation):
+            try:
+                await self._remote.hit(key)
+            except REDIS_ERRORS as exc:
+                self._redis.failure(self._operation, exc)
+            else:
+                self._redis.success()

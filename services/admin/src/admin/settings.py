@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from telemetry.settings import HttpUrl, Port, TelemetrySettings
+from telemetry.settings import HttpUrl, Port, RedisUrl, TelemetrySettings, check_url
 
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=60)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
@@ -47,7 +47,13 @@ class AdminSettings(TelemetrySettings, frozen=True, kw_only=True, forbid_unknown
     """How long `?verify=true` polls Tempo or Loki for the test trace or log lines."""
     admin_failed_attempts_per_minute: PositiveInt = 10
     """Failed admin authentications a client may make per minute before it gets 429."""
+    redis_url: RedisUrl | None = None
+    """Redis shared by every admin replica for the failed-auth limit; unset means each counts on its own."""
     metrics_test_runs_per_minute: PositiveInt = 6
     """Synthetic workloads `POST /api/metrics/test` may start per minute (all clients together)."""
     metrics_test_model: str | None = None
     """Model the synthetic chat completions use; default: the first local model in `/v1/models`."""
+
+    def __post_init__(self) -> None:
+        """Check REDIS_URL's host and port here, so a typo stops startup naming the variable."""
+        check_url("REDIS_URL", self.redis_url)

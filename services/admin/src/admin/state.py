@@ -11,7 +11,7 @@ from litestar.params import SkipValidation
 
 from admin.auth import AdminKeyGuard
 from admin.discards import DiscardFinder
-from admin.limiter import SlidingWindowLimiter
+from admin.limiter import SharedWindow, SlidingWindowLimiter
 from admin.loki import LokiClient
 from admin.probes import Prober
 from admin.prometheus import PrometheusClient
@@ -22,6 +22,7 @@ from admin.tempo import TempoClient
 from admin.upstream import Upstream
 from admin.workload import Workload
 from telemetry import Telemetry
+from telemetry.shared_redis import SharedRedis
 
 
 @dataclass(slots=True)
@@ -56,19 +57,25 @@ class AdminState:
     workload: Workload
     workload_limiter: SlidingWindowLimiter
     signals: SignalEmitter
+    redis: SharedRedis | None = None
     scrapes: ScrapeRecord = field(default_factory=ScrapeRecord)
 
     @classmethod
     def create(cls, settings: AdminSettings, telemetry: Telemetry, upstream: Upstream) -> AdminState:
         """Wire every collaborator from settings."""
         prometheus = PrometheusClient(upstream, settings)
+        redis = SharedRedis(settings.redis_url, telemetry.registry) if settings.redis_url else None
+        failures = SharedWindow(
+            SlidingWindowLimiter(settings.admin_failed_attempts_per_minute),
+            redis,
+            prefix="gatewayz:admin:failed-auth:",
+            operation="failed_auth",
+        )
         return cls(
             settings=settings,
             telemetry=telemetry,
             upstream=upstream,
-            guard=AdminKeyGuard(
-                settings.admin_api_key, SlidingWindowLimiter(settings.admin_failed_attempts_per_minute)
-            ),
+            guard=AdminKeyGuard(settings.admin_api_key, failures),
             prober=Prober(upstream, settings),
             prometheus=prometheus,
             discards=DiscardFinder(prometheus, settings),
@@ -82,6 +89,7 @@ class AdminState:
                 tempo=TempoClient(upstream, settings),
                 loki=LokiClient(upstream, settings),
             ),
+            redis=redis,
         )
 
 

@@ -11,7 +11,7 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from loguru import logger
 
-from gateway.cache import COMPLETIONS_CACHE, CompletionCache
+from gateway.cache import COMPLETIONS_CACHE, Cache, CompletionCache, InProcessCache
 from gateway.inference import InferenceService
 from gateway.inference_metrics import InferenceMetrics
 from gateway.providers.base import Provider
@@ -20,15 +20,18 @@ from gateway.providers.health import ProviderHealth
 from gateway.providers.local import LocalProvider
 from gateway.providers.openai import OpenAIProvider, create_http_client
 from gateway.providers.router import Router
+from gateway.redis_cache import RedisCompletionCache
 from gateway.routes.chat import chat_completions
 from gateway.routes.models import list_models
 from gateway.routes.probes import ready
 from gateway.routes.users import get_user
 from gateway.services import GatewayServices
 from gateway.settings import GatewaySettings
-from gateway.store import DEMO_USER_ID, FLUSH_SECONDS, UserStore, write_demo_key
+from gateway.store import DEMO_USER_ID, Store, StoreMetrics, StoreUnavailable, open_store, write_demo_key
+from gateway.store.postgres import StoreConfigurationError
 from telemetry import Telemetry, health, instrument, load_settings_or_exit, metrics_endpoint
 from telemetry.errors import EXCEPTION_HANDLERS
+from telemetry.shared_redis import SharedRedis
 
 
 def _load_catalog_or_exit(settings: GatewaySettings) -> Catalog:
@@ -49,14 +52,29 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
         for provider in catalog.providers
     }
     metrics = InferenceMetrics(telemetry.registry, catalog, health_by_provider)
-    cache = CompletionCache(
-        settings.gateway_cache_max_bytes, settings.gateway_cache_ttl_seconds, metrics.cache(COMPLETIONS_CACHE)
-    )
+    store_metrics = StoreMetrics(telemetry.registry, "postgresql" if settings.database_url else "sqlite")
+    redis = SharedRedis(settings.redis_url, telemetry.registry) if settings.redis_url else None
+    cache: Cache
+    if redis is not None:
+        cache = RedisCompletionCache(
+            redis,
+            settings.gateway_cache_max_bytes,
+            settings.gateway_cache_ttl_seconds,
+            metrics.cache(COMPLETIONS_CACHE),
+        )
+    else:
+        cache = InProcessCache(
+            CompletionCache(
+                settings.gateway_cache_max_bytes,
+                settings.gateway_cache_ttl_seconds,
+                metrics.cache(COMPLETIONS_CACHE),
+            )
+        )
 
     @asynccontextmanager
     async def gateway_lifespan(app: Litestar) -> AsyncIterator[None]:
         """Open the user store and the pooled HTTP client; build providers, router and inference."""
-        store = _open_store(settings)
+        store = await _open_store(settings, store_metrics)
         client = create_http_client()
         providers: dict[str, Provider] = {
             provider.name: LocalProvider(provider.name)
@@ -73,21 +91,28 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
             metrics=metrics,
             log_event=telemetry.log_sink.write_event,
         )
-        flusher = asyncio.create_task(_flush_periodically(store))
+        background = [asyncio.create_task(_maintain_periodically(store))]
+        if isinstance(cache, RedisCompletionCache):
+            background.append(asyncio.create_task(_refresh_periodically(cache)))
         app.state.services = GatewayServices(
-            settings=settings, catalog=catalog, store=store, inference=inference
+            settings=settings, catalog=catalog, store=store, inference=inference, cache=cache, redis=redis
         )
         logger.info(
             "Gateway ready",
             providers=[provider.name for provider in catalog.providers],
             models=sorted(catalog.routes),
+            store=store.engine,
+            cache=cache.kind,
         )
         try:
             yield
         finally:
-            flusher.cancel()
+            for task in background:
+                task.cancel()
             await client.aclose()
-            store.close()
+            await store.close()
+            if redis is not None:
+                await redis.close()
 
     app = Litestar(
         route_handlers=[
@@ -107,10 +132,24 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
     return instrument(app, telemetry)
 
 
-def _open_store(settings: GatewaySettings) -> UserStore:
-    """The user store, with demo user 1; a generated demo key is written beside the DB, never logged."""
-    store = UserStore.open(settings.gateway_db_path)
-    key = store.ensure_demo_user(settings.gateway_demo_credits, settings.gateway_bootstrap_api_key)
+async def _open_store(settings: GatewaySettings, metrics: StoreMetrics) -> Store:
+    """The user store, with demo user 1; a generated demo key is written beside the DB, never logged.
+
+    A PostgreSQL that refuses us (bad password, no such database) or never answers stops the start with one
+    line naming DATABASE_URL.
+    """
+    try:
+        store = await open_store(settings, metrics)
+    except StoreConfigurationError as exc:
+        _startup_error(f"DATABASE_URL: PostgreSQL refused the connection: {exc}")
+        raise
+    except StoreUnavailable:
+        _startup_error(
+            f"DATABASE_URL: PostgreSQL did not answer within GATEWAY_DB_CONNECT_SECONDS "
+            f"({settings.gateway_db_connect_seconds:g} s)"
+        )
+        raise
+    key = await store.ensure_demo_user(settings.gateway_demo_credits, settings.gateway_bootstrap_api_key)
     if key is not None:
         path = write_demo_key(settings.gateway_db_path, key)
         logger.info(
@@ -123,8 +162,23 @@ def _open_store(settings: GatewaySettings) -> UserStore:
     return store
 
 
-async def _flush_periodically(store: UserStore) -> None:
-    """Commit written-behind settlements even when no new request arrives to trigger it."""
+def _startup_error(message: str) -> None:
+    sys.stderr.write(f"configuration error: {message}\n")
+    logger.error("Gateway cannot start", reason=message)
+
+
+async def _maintain_periodically(store: Store) -> None:
+    """The store's upkeep (commits, hold renewal and return) even when no request arrives to trigger it."""
     while True:
-        await asyncio.sleep(FLUSH_SECONDS)
-        store.flush()
+        await asyncio.sleep(store.maintenance_seconds)
+        try:
+            await store.maintain()
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop upkeep for good
+            logger.opt(exception=exc).error("Store upkeep failed")
+
+
+async def _refresh_periodically(cache: RedisCompletionCache) -> None:
+    """Keep `cache_size_bytes` on the shared total (other replicas store, entries expire)."""
+    while True:
+        await cache.refresh()
+        await asyncio.sleep(cache.refresh_seconds)

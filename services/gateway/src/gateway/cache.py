@@ -1,4 +1,8 @@
-"""An in-process LRU of completion bodies, bounded in bytes, with a time to live."""
+"""The completion cache: the `Cache` contract and its in-process engine (an LRU bounded in bytes, with TTL).
+
+With `REDIS_URL` the gateway uses `gateway.redis_cache.RedisCompletionCache` instead, shared by every
+replica; both count `cache_hits_total`, `cache_misses_total` and report `cache_size_bytes` the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -46,6 +51,64 @@ def cache_key(request: ChatCompletionRequest) -> bytes:
 def is_cacheable(request: ChatCompletionRequest, *, opted_in: bool) -> bool:
     """Non-streaming requests that are deterministic (temperature 0) or whose client opted in."""
     return not request.stream and (opted_in or request.temperature == 0)
+
+
+class Cache(Protocol):
+    """What inference needs of a completion cache, in process or shared."""
+
+    max_bytes: int
+    kind: Literal["in-process", "redis"]
+
+    async def get(self, key: bytes) -> CachedCompletion | None:
+        """The live entry for `key`, counted as a hit or a miss (a cache that cannot answer: a miss)."""
+        ...
+
+    async def put(
+        self,
+        key: bytes,
+        body: bytes,
+        *,
+        provider: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        """Store a completion for the TTL, evicting as the bound requires (never failing the request)."""
+        ...
+
+
+class InProcessCache:
+    """The `Cache` contract over one `CompletionCache`."""
+
+    kind: Literal["in-process", "redis"] = "in-process"
+
+    def __init__(self, lru: CompletionCache) -> None:
+        self.lru = lru
+        self.max_bytes = lru.max_bytes
+
+    async def get(self, key: bytes) -> CachedCompletion | None:
+        """The live entry for `key`."""
+        return self.lru.get(key)
+
+    async def put(
+        self,
+        key: bytes,
+        body: bytes,
+        *,
+        provider: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> None:
+        """Store a completion in the LRU."""
+        self.lru.put(
+            key,
+            body,
+            provider=provider,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
 
 
 class CompletionCache:

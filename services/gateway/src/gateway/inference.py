@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 import anyio
 from opentelemetry import trace
 
-from gateway.cache import CompletionCache, cache_key, is_cacheable
+from gateway.cache import Cache, cache_key, is_cacheable
 from gateway.inference_metrics import InferenceMetrics
 from gateway.providers.base import CallStatus, CompletionStream, ProviderError
 from gateway.providers.catalog import Catalog, ModelConfig, Route
 from gateway.providers.router import Call, Router
 from gateway.schema import ENCODER, ChatCompletionRequest
-from gateway.store import UserStore, to_credits
+from gateway.store import Hold, Store, to_credits
 from gateway.tokens import count_prompt_tokens
 from telemetry.errors import ApiError, error_body
 
@@ -56,8 +56,8 @@ class InferenceService:
         *,
         catalog: Catalog,
         router: Router,
-        store: UserStore,
-        cache: CompletionCache,
+        store: Store,
+        cache: Cache,
         metrics: InferenceMetrics,
         log_event: LogEvent,
     ) -> None:
@@ -77,21 +77,22 @@ class InferenceService:
             )
         return routes
 
-    def _reserve(self, user_id: int, request: ChatCompletionRequest, routes: tuple[Route, ...]) -> int:
+    async def _reserve(self, user_id: int, request: ChatCompletionRequest, routes: tuple[Route, ...]) -> Hold:
         """Hold the worst case across the routes: the prompt plus the full output limit."""
         prompt_tokens = count_prompt_tokens(request.messages)
         micros = max(
             cost_micros(route.model, prompt_tokens, request.output_limit or route.model.max_output_tokens)
             for route in routes
         )
-        if not self._store.reserve(user_id, micros):
+        hold = await self._store.reserve(user_id, micros)
+        if hold is None:
             raise ApiError(
                 402,
                 f"insufficient credits: this request may cost up to {to_credits(micros)} credits, "
-                f"the balance is {self._store.balance(user_id)}",
+                f"the balance is {await self._store.balance(user_id)}",
                 code="insufficient_credits",
             )
-        return micros
+        return hold
 
     async def complete(
         self, user_id: int, request: ChatCompletionRequest, *, cache_opt_in: bool
@@ -102,7 +103,7 @@ class InferenceService:
         key = None
         if self._cache.max_bytes and is_cacheable(request, opted_in=cache_opt_in):
             key = cache_key(request)
-            if (cached := self._cache.get(key)) is not None:
+            if (cached := await self._cache.get(key)) is not None:
                 self._log(
                     user_id,
                     cached.provider,
@@ -115,16 +116,16 @@ class InferenceService:
                     cache_hit=True,
                 )
                 return CompletionResult(cached.body, cache_hit=True)
-        reserved = self._reserve(user_id, request, routes)
+        reserved = await self._reserve(user_id, request, routes)
         call, completion = await self._routed(
             user_id, request, reserved, started, lambda: self._router.complete(request, routes)
         )
-        charged_credits = self._charge(
-            user_id, call, reserved, completion.prompt_tokens, completion.completion_tokens
+        charged_credits = await self._charge(
+            call, reserved, completion.prompt_tokens, completion.completion_tokens
         )
         provider, model = call.route.provider.name, call.route.model.id
         if key is not None:
-            self._cache.put(
+            await self._cache.put(
                 key,
                 completion.body,
                 provider=provider,
@@ -149,7 +150,7 @@ class InferenceService:
         """Open a stream (failing over until its first event) and return its SSE events, `[DONE]` last."""
         started = perf_counter()
         routes = self._routes(request)
-        reserved = self._reserve(user_id, request, routes)
+        reserved = await self._reserve(user_id, request, routes)
         call, stream = await self._routed(
             user_id,
             request,
@@ -164,7 +165,7 @@ class InferenceService:
         self,
         user_id: int,
         request: ChatCompletionRequest,
-        reserved: int,
+        reserved: Hold,
         started: float,
         route: Callable[[], Awaitable[T]],
         *,
@@ -174,7 +175,7 @@ class InferenceService:
         try:
             return await route()
         except ProviderError as exc:
-            self._store.release(user_id, reserved)
+            await self._store.release(reserved)
             self._log(
                 user_id,
                 exc.provider,
@@ -189,11 +190,12 @@ class InferenceService:
             )
             raise ApiError(exc.http_status, exc.message, type_=exc.error_type, code=exc.status) from exc
         except BaseException:
-            self._store.release(user_id, reserved)
+            with anyio.CancelScope(shield=True):  # cancelled: the hold still goes back
+                await self._store.release(reserved)
             raise
 
     async def _relay(
-        self, user_id: int, call: Call, stream: CompletionStream, reserved: int, started: float
+        self, user_id: int, call: Call, stream: CompletionStream, reserved: Hold, started: float
     ) -> AsyncIterator[bytes]:
         """Pass events on; once the stream ends (or breaks, or the client leaves) settle and record it."""
         status: CallStatus = "success"
@@ -227,9 +229,10 @@ class InferenceService:
                 response_model=stream.response_model,
                 error=error,
             )
-            charged_credits = self._charge(
-                user_id, call, reserved, stream.prompt_tokens, stream.completion_tokens
-            )
+            with anyio.CancelScope(shield=True):  # a client that left is still charged
+                charged_credits = await self._charge(
+                    call, reserved, stream.prompt_tokens, stream.completion_tokens
+                )
             self._log(
                 user_id,
                 call.route.provider.name,
@@ -284,15 +287,12 @@ class InferenceService:
             span_id = context.span_id.to_bytes(8, "big").hex()
         self._log_event(_LEVELS.get(status, "ERROR"), message, fields, trace_id, span_id)
 
-    def _charge(
-        self, user_id: int, call: Call, reserved: int, prompt_tokens: int, completion_tokens: int
-    ) -> float:
+    async def _charge(self, call: Call, reserved: Hold, prompt_tokens: int, completion_tokens: int) -> float:
         """Settle the reservation at the actual cost and count tokens and credits; the credits charged."""
         model = call.route.model
-        charged = self._store.settle(
-            user_id,
+        charged = await self._store.settle(
+            reserved,
             model.id,
-            reserved=reserved,
             cost=cost_micros(model, prompt_tokens, completion_tokens),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,

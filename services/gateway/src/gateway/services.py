@@ -6,20 +6,24 @@ from dataclasses import dataclass
 
 from litestar.connection import ASGIConnection
 
+from gateway.cache import Cache
 from gateway.inference import InferenceService
 from gateway.providers.catalog import Catalog
 from gateway.settings import GatewaySettings
-from gateway.store import UserStore
+from gateway.store import Store
+from telemetry.shared_redis import SharedRedis
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayServices:
-    """Settings, catalog, user store and inference, as handlers need them."""
+    """Settings, catalog, user store, cache and inference, as handlers need them."""
 
     settings: GatewaySettings
     catalog: Catalog
-    store: UserStore
+    store: Store
     inference: InferenceService
+    cache: Cache
+    redis: SharedRedis | None = None
 
 
 def services(connection: ASGIConnection) -> GatewayServices:  # type: ignore[type-arg]

@@ -16,7 +16,7 @@ from log_shipper.metrics import ShipperMetrics
 from log_shipper.parser import LineParser
 from log_shipper.positions import Position, Positions
 from log_shipper.spool import Segment, Spool, sync_directory, write_durably
-from log_shipper.throttle import LogThrottle
+from telemetry.throttle import LogThrottle
 
 
 class SpoolWriteError(OSError):

@@ -14,7 +14,7 @@ from log_shipper.batch import is_protobuf, push_parts, split_body
 from log_shipper.loki import Outcome, PushResult
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.spool import Segment, Spool
-from log_shipper.throttle import LogThrottle
+from telemetry.throttle import LogThrottle
 
 
 class Pusher(Protocol):

@@ -29,6 +29,7 @@ CHAT_ERRORS = error_responses(
     404,
     429,
     502,
+    503,
     504,
     why={
         400: "The body is not a valid chat completion request (the message names the field).",
@@ -37,6 +38,7 @@ CHAT_ERRORS = error_responses(
         404: "The model is not in the catalog.",
         429: "The provider is rate limiting.",
         502: "Every provider for the model failed or answered garbage.",
+        503: "The user store (PostgreSQL) cannot be reached; nothing was charged.",
         504: "The provider timed out.",
     },
 )
@@ -49,7 +51,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     key = bearer_key(request)
     if not key:
         raise unauthorized("missing API key: send Authorization: Bearer <key>")
-    user_id = gateway.store.authenticate(key)
+    user_id = await gateway.store.authenticate(key)
     if user_id is None:
         raise unauthorized("invalid API key")
     try:

@@ -11,12 +11,12 @@ from gateway.services import services
 from telemetry.errors import error_responses
 
 
-@get("/v1/models", tags=["inference"], sync_to_thread=False, responses=error_responses(401))
-def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+@get("/v1/models", tags=["inference"], responses=error_responses(401, 503))
+async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Every model id once, owned by its first provider, with the providers serving it and its prices."""
     gateway = services(request)
     key = bearer_key(request)
-    if not key or gateway.store.authenticate(key) is None:
+    if not key or await gateway.store.authenticate(key) is None:
         raise unauthorized("missing or invalid API key")
     data = [
         {

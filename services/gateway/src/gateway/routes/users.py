@@ -14,10 +14,8 @@ from gateway.services import services
 from telemetry.errors import error_responses
 
 
-@get(
-    "/api/users/{user_id:int}", sync_to_thread=False, tags=["users"], responses=error_responses(400, 401, 404)
-)
-def get_user(request: Request[Any, Any, Any], user_id: FromPath[int]) -> dict[str, Any]:
+@get("/api/users/{user_id:int}", tags=["users"], responses=error_responses(400, 401, 404, 503))
+async def get_user(request: Request[Any, Any, Any], user_id: FromPath[int]) -> dict[str, Any]:
     """Anyone sees the profile; the user's own key or the admin key also sees credits; a bad key is 401."""
     gateway = services(request)
     key = bearer_key(request)
@@ -26,15 +24,15 @@ def get_user(request: Request[Any, Any, Any], user_id: FromPath[int]) -> dict[st
         if is_admin(key, gateway.settings.admin_api_key):
             privileged = True
         else:
-            owner = gateway.store.authenticate(key) if key else None
+            owner = await gateway.store.authenticate(key) if key else None
             if owner is None:
                 raise unauthorized("invalid API key")
             privileged = owner == user_id
-    user = gateway.store.user(user_id)
+    user = await gateway.store.user(user_id)
     if user is None:
         raise NotFoundException(f"user {user_id} not found")
     profile: dict[str, Any] = asdict(user)
     if privileged:
-        profile["credits"] = gateway.store.balance(user_id)
-        profile["usage"] = [asdict(usage) for usage in gateway.store.usage(user_id)]
+        profile["credits"] = await gateway.store.balance(user_id)
+        profile["usage"] = [asdict(usage) for usage in await gateway.store.usage(user_id)]
     return profile

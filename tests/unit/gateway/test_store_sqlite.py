@@ -1,4 +1,7 @@
-"""The SQLite user store: demo bootstrap, hashed keys, exact micro-credit arithmetic, no overspending."""
+"""What only the SQLite engine does: the file, its key hashes and demo key, group commit, deferred refunds.
+
+The contract both engines share (bootstrap, exact credits, no overspending) is `test_store.py`.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +15,6 @@ def open_store(tmp_path):
 
 
 class TestBootstrap:
-    def test_fresh_store_has_demo_user_and_one_generated_key(self, tmp_path):
-        """User 1 is created once with a generated key; a second start creates no new key."""
-        store = open_store(tmp_path)
-        key = store.ensure_demo_user(50.0, None)
-        assert key is not None
-        assert key.startswith("gw_")
-        assert store.authenticate(key) == 1
-        assert store.balance(1) == 50.0
-        assert store.ensure_demo_user(50.0, None) is None
-
-    def test_bootstrap_key(self, tmp_path):
-        """GATEWAY_BOOTSTRAP_API_KEY becomes user 1's key and nothing is generated."""
-        store = open_store(tmp_path)
-        assert store.ensure_demo_user(50.0, "test-bootstrap-key") is None
-        assert store.authenticate("test-bootstrap-key") == 1
-
     def test_keys_are_stored_hashed(self, tmp_path):
         """The database file never holds a key in clear."""
         store = open_store(tmp_path)
@@ -46,43 +33,6 @@ class TestBootstrap:
 
 
 class TestCredits:
-    def test_reserve_settle_is_exact(self, tmp_path):
-        """Reserve 3, settle at 1.25: the balance drops by exactly 1.25 and usage records it."""
-        store = open_store(tmp_path)
-        store.ensure_demo_user(10.0, "test-bootstrap-key")
-        assert store.reserve(1, to_micros(3.0))
-        charged = store.settle(
-            1, "m", reserved=to_micros(3.0), cost=to_micros(1.25), prompt_tokens=5, completion_tokens=2
-        )
-        assert charged == to_micros(1.25)
-        assert store.balance(1) == 8.75
-        (usage,) = store.usage(1)
-        assert (usage.model, usage.requests, usage.prompt_tokens, usage.completion_tokens, usage.credits) == (
-            "m",
-            1,
-            5,
-            2,
-            1.25,
-        )
-
-    def test_reserve_refuses_what_is_not_there(self, tmp_path):
-        """A reservation above the balance fails and changes nothing."""
-        store = open_store(tmp_path)
-        store.ensure_demo_user(1.0, "test-bootstrap-key")
-        assert not store.reserve(1, to_micros(1.5))
-        assert store.balance(1) == 1.0
-
-    def test_cost_above_reservation_never_goes_negative(self, tmp_path):
-        """An upstream overrunning its limit is charged only what the balance holds."""
-        store = open_store(tmp_path)
-        store.ensure_demo_user(2.0, "test-bootstrap-key")
-        store.reserve(1, to_micros(1.0))
-        charged = store.settle(
-            1, "m", reserved=to_micros(1.0), cost=to_micros(5.0), prompt_tokens=1, completion_tokens=1
-        )
-        assert charged == to_micros(2.0)
-        assert store.balance(1) == 0.0
-
     def test_concurrent_reservations_never_overspend(self, tmp_path):
         """Eight threads, each on its own connection, race for 1-credit reservations: exactly 10 succeed."""
         path = str(tmp_path / "db" / "gateway.db")

@@ -1,4 +1,4 @@
-"""Users, hashed API keys, credit balances and usage by model, in SQLite (stdlib `sqlite3`).
+"""The embedded engine: users, hashed API keys, credit balances and usage by model in SQLite (`sqlite3`).
 
 Balances are integer micro-credits, so sums are exact. A request first *reserves* its worst-case cost with one
 conditional UPDATE, then *settles* the actual cost: concurrent requests can never spend more than the balance.
@@ -12,29 +12,39 @@ Money given back — the unused part of a reservation, a failed call's whole res
 per user and written with the commit, like usage: one statement per user per commit instead of one per
 request. Until then the balance in the file is lower than the true one, never higher, so deferring a refund
 cannot let anyone overspend; `balance()` and a reservation that does not fit write the refunds out first.
+
+`UserStore` is the synchronous engine (each statement takes microseconds, so it runs on the event loop);
+`SqliteStore` is the same engine behind the async `Store` contract the gateway uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from time import perf_counter
 
-MICROS_PER_CREDIT = 1_000_000
+from gateway.store.contract import (
+    DEMO_USER_ID,
+    Engine,
+    Hold,
+    ModelUsage,
+    User,
+    generate_key,
+    hash_key,
+    to_credits,
+    to_micros,
+)
+from gateway.store.metrics import StoreMetrics
+
 FLUSH_SECONDS = 0.25
 """Longest a write waits for its commit; 0 commits every statement."""
 _KEY_CACHE_SIZE = 10_000
-DEMO_USER_ID = 1
 _SQLITE_MIN_INT, _SQLITE_MAX_INT = -(2**63), 2**63 - 1
-DEMO_KEY_FILE = "demo-api-key.txt"
-"""Beside the database: the generated demo key, readable by its owner only (the data dir is git-ignored)."""
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -56,50 +66,21 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (user_id, model)
 );
 """
+MIGRATIONS = (_SCHEMA_V1,)
+"""Schema versions in order; `PRAGMA user_version` says how many a file has. Append, never edit one.
+(api_keys' implicit `rowid` is the key's id, so columns a key gains later are an `ALTER TABLE ... ADD`.)"""
 
 
-def hash_key(key: str) -> str:
-    """sha256 of an API key: keys are high-entropy, so a fast hash is enough and lookups stay cheap."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def generate_key() -> str:
-    """A new API key."""
-    return "gw_" + secrets.token_urlsafe(32)
-
-
-def to_credits(micros: int) -> float:
-    """Micro-credits as credits."""
-    return micros / MICROS_PER_CREDIT
-
-
-def to_micros(amount: float) -> int:
-    """Credits as whole micro-credits."""
-    return round(amount * MICROS_PER_CREDIT)
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply the migrations the file lacks, each in its own write transaction; the resulting version."""
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        connection.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return max(version, len(MIGRATIONS))
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A user's public profile."""
-
-    id: int
-    username: str
-    created_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelUsage:
-    """What a user spent on one model."""
-
-    model: str
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    credits: float
 
 
 class UserStore:
@@ -112,7 +93,7 @@ class UserStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._db = connection
-        self._flush_seconds = flush_seconds
+        self.flush_seconds = flush_seconds
         self._clock = clock
         self._keys: dict[str, int] = {}
         self._usage: dict[tuple[int, str], list[int]] = {}
@@ -128,7 +109,7 @@ class UserStore:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.executescript(_SCHEMA)
+        migrate(connection)
         return cls(connection, flush_seconds)
 
     def close(self) -> None:
@@ -284,7 +265,7 @@ class UserStore:
             self._began = self._clock()
 
     def _commit_if_due(self) -> None:
-        if self._clock() - self._began >= self._flush_seconds:
+        if self._clock() - self._began >= self.flush_seconds:
             self.flush()
 
     def _write_usage(self) -> None:
@@ -320,12 +301,82 @@ class UserStore:
             self._db.execute("COMMIT")
 
 
-def write_demo_key(db_path: str, key: str) -> Path:
-    """Keep the generated demo key beside the database, owner-readable only; the file's path."""
-    directory = Path(db_path).parent if db_path != ":memory:" else Path("data")
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / DEMO_KEY_FILE
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(key + "\n")
-    return path
+class SqliteStore:
+    """The `Store` contract over one `UserStore`: the same statements, awaited (they never block for long)."""
+
+    engine: Engine = "sqlite"
+
+    def __init__(self, core: UserStore, metrics: StoreMetrics) -> None:
+        self.core = core
+        self.maintenance_seconds = core.flush_seconds or FLUSH_SECONDS
+        self._duration = metrics.duration
+
+    @classmethod
+    def open(cls, path: str, metrics: StoreMetrics, flush_seconds: float = FLUSH_SECONDS) -> SqliteStore:
+        """Open (or create) the file at `path`."""
+        return cls(UserStore.open(path, flush_seconds), metrics)
+
+    async def ensure_demo_user(self, balance: float, bootstrap_key: str | None) -> str | None:
+        """Create demo user 1 if missing; give it `bootstrap_key`, else a new key when it has none."""
+        return self.core.ensure_demo_user(balance, bootstrap_key)
+
+    async def create_user(self, username: str, balance: float) -> int:
+        """A new user holding `balance` credits; its id."""
+        return self.core.create_user(username, balance)
+
+    async def add_key(self, user_id: int, key: str) -> None:
+        """Let `key` act as `user_id` (idempotent)."""
+        self.core.add_key(user_id, key)
+
+    async def authenticate(self, key: str) -> int | None:
+        """The user `key` belongs to (known keys are remembered in memory)."""
+        return self.core.authenticate(key)
+
+    async def user(self, user_id: int) -> User | None:
+        """The public profile."""
+        return self.core.user(user_id)
+
+    async def balance(self, user_id: int) -> float:
+        """Credits left, refunds not yet committed included."""
+        return self.core.balance(user_id)
+
+    async def usage(self, user_id: int) -> list[ModelUsage]:
+        """Usage by model, most credits first."""
+        return self.core.usage(user_id)
+
+    async def reserve(self, user_id: int, micros: int) -> Hold | None:
+        """One conditional UPDATE; None when the balance is short."""
+        started = perf_counter()
+        reserved = self.core.reserve(user_id, micros)
+        self._duration["reserve"].observe(perf_counter() - started)
+        return Hold(user_id, micros) if reserved else None
+
+    async def release(self, hold: Hold) -> None:
+        """Give the hold back whole, with the next commit."""
+        self.core.release(hold.user_id, hold.micros)
+
+    async def settle(
+        self, hold: Hold, model: str, *, cost: int, prompt_tokens: int, completion_tokens: int
+    ) -> int:
+        """Charge `cost` against the hold and record usage; the micro-credits charged."""
+        started = perf_counter()
+        charged = self.core.settle(
+            hold.user_id,
+            model,
+            reserved=hold.micros,
+            cost=cost,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        self._duration["settle"].observe(perf_counter() - started)
+        return charged
+
+    async def maintain(self) -> None:
+        """Commit written-behind settlements even when no new request arrives to trigger it."""
+        started = perf_counter()
+        self.core.flush()
+        self._duration["maintain"].observe(perf_counter() - started)
+
+    async def close(self) -> None:
+        """Commit what is pending and close the file."""
+        self.core.close()

@@ -1,4 +1,8 @@
-"""Error lines at most once per interval per kind, so the shipper tailing its own output cannot loop."""
+"""Warning and error lines at most once per interval per kind.
+
+So the log-shipper tailing its own output cannot loop, and a database or Redis outage writes one line per
+interval rather than one per request.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ class LogThrottle:
     def warning(self, kind: str, message: str, **fields: object) -> None:
         """The same at WARNING."""
         self._log("WARNING", kind, message, fields)
+
+    def recovered(self, kind: str, message: str, **fields: object) -> None:
+        """Log `message` at INFO if a line of this `kind` was written before, and start the kind afresh."""
+        if self._last.pop(kind, None) is not None:
+            held = self._held.pop(kind, 0)
+            logger.info(message, **fields, similar_suppressed=held)
 
     def _log(self, level: str, kind: str, message: str, fields: dict[str, object]) -> None:
         now = time.monotonic()

@@ -1,0 +1,211 @@
+"""What only the PostgreSQL engine does: replicas sharing one database, holds, expiry, outages, start-up.
+
+Each "replica" here is its own `PostgresStore` (its own pool and hold bookkeeping) on one database, as three
+gateway processes would be; the real processes are in tests/integration/test_scale_out.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.store import StoreMetrics, StoreUnavailable, hash_key, to_micros
+from gateway.store.postgres import PostgresStore, StoreConfigurationError
+from support.postgres import PostgresServer
+from support.processes import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def metrics() -> StoreMetrics:
+    return StoreMetrics(CollectorRegistry(), "postgresql")
+
+
+def sample(store_metrics: StoreMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    return store_metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+async def charge(store: PostgresStore, hold, amount: float) -> int:
+    return await store.settle(hold, "m", cost=to_micros(amount), prompt_tokens=1, completion_tokens=1)
+
+
+async def open_replicas(url: str, count: int, **kwargs) -> list[PostgresStore]:
+    return list(await asyncio.gather(*(PostgresStore.open(url, metrics(), **kwargs) for _ in range(count))))
+
+
+async def rows(url: str, query: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetch(query)
+    finally:
+        await connection.close()
+
+
+class TestReplicas:
+    async def test_replicas_starting_together_migrate_once_and_create_one_demo_key(self, postgres):
+        """Three replicas open a fresh database at the same moment: one schema, one demo user, one key."""
+        url = postgres.create_database()
+        replicas = await open_replicas(url, 3)
+        keys = await asyncio.gather(*(replica.ensure_demo_user(10.0, None) for replica in replicas))
+        assert len([key for key in keys if key is not None]) == 1
+        (key,) = [key for key in keys if key is not None]
+        assert all([await replica.authenticate(key) == 1 for replica in replicas])
+        assert [r["version"] for r in await rows(url, "SELECT version FROM gatewayz.schema_version")] == [1]
+        assert len(await rows(url, "SELECT 1 FROM gatewayz.users")) == 1
+        stored = await rows(url, "SELECT key_hash FROM gatewayz.api_keys")
+        assert [r["key_hash"] for r in stored] == [hash_key(key)]  # never the key itself
+        for replica in replicas:
+            await replica.close()
+
+    async def test_replicas_racing_never_overspend_and_the_books_balance(self, postgres):
+        """3 replicas x 60 concurrent requests on a balance that fits 50 of them: exactly 50 granted,
+        and once settled, balance + Σ charged = start and Σ charged = Σ usage, to the micro-credit."""
+        url = postgres.create_database()
+        replicas = await open_replicas(url, 3)
+        await replicas[0].ensure_demo_user(50.0, "test-bootstrap-key")
+
+        attempted = 0
+        all_attempted = asyncio.Event()
+
+        async def request(replica: PostgresStore, index: int) -> int:
+            nonlocal attempted
+            hold = await replica.reserve(1, to_micros(1.0))
+            attempted += 1
+            if attempted == 180:
+                all_attempted.set()
+            await all_attempted.wait()  # every hold is in flight at once, as in a burst of slow calls
+            if hold is None:
+                return 0
+            cost = 1_000 + index * 7  # distinct costs, every one below the hold
+            return await replica.settle(hold, "m", cost=cost, prompt_tokens=index, completion_tokens=1)
+
+        charged = await asyncio.gather(
+            *(request(replica, index) for replica in replicas for index in range(60))
+        )
+        granted = [amount for amount in charged if amount]
+        assert len(granted) == 50
+        (usage,) = await replicas[1].usage(1)
+        assert usage.requests == 50
+        assert to_micros(usage.credits) == sum(charged)
+        assert to_micros(await replicas[2].balance(1)) + sum(charged) == to_micros(50.0)
+        assert await rows(url, "SELECT 1 FROM gatewayz.holds") == []
+        for replica in replicas:
+            await replica.close()
+
+
+class TestHolds:
+    async def test_a_hold_is_a_row_until_settled_and_a_retried_settlement_charges_once(self, postgres):
+        """The hold row exists while the request runs; settling the same hold again changes nothing."""
+        url = postgres.create_database()
+        (store,) = await open_replicas(url, 1)
+        await store.ensure_demo_user(10.0, "test-bootstrap-key")
+        hold = await store.reserve(1, to_micros(4.0))
+        (row,) = await rows(url, "SELECT id, user_id, micros, replica FROM gatewayz.holds")
+        assert (row["id"], row["user_id"], row["micros"], row["replica"]) == (
+            hold.id,
+            1,
+            to_micros(4.0),
+            store.replica,
+        )
+        assert await charge(store, hold, 1.0) == to_micros(1.0)
+        # e.g. the first attempt committed but its answer was lost: the retry must not charge again
+        assert await charge(store, hold, 1.0) == 0
+        assert await store.balance(1) == 9.0
+        (usage,) = await store.usage(1)
+        assert usage.requests == 1
+        await store.close()
+
+    async def test_a_dead_replicas_holds_are_returned_by_another(self, postgres):
+        """A replica that stops (never settles, never renews) loses its holds to the next live replica's
+        upkeep once they expire: the money is back, counted, and the late settlement charges nothing."""
+        url = postgres.create_database()
+        dead, alive = await open_replicas(url, 2, hold_seconds=1.0)
+        await alive.ensure_demo_user(10.0, "test-bootstrap-key")
+        holds = [await dead.reserve(1, to_micros(3.0)) for _ in range(3)]
+        assert await alive.balance(1) == 1.0
+        await alive.maintain()
+        await asyncio.sleep(1.1)
+        for _ in range(2):  # expired holds are returned from the second healthy tick on
+            await alive.maintain()
+        assert await alive.balance(1) == 10.0
+        assert sample(alive._metrics, "gateway_store_expired_holds_total") == 3
+        assert sample(alive._metrics, "gateway_store_expired_hold_credits_total") == 9.0
+        assert await rows(url, "SELECT 1 FROM gatewayz.holds") == []
+        assert await charge(dead, holds[0], 1.0) == 0
+        assert await alive.balance(1) == 10.0
+        for store in (dead, alive):
+            await store.close()
+
+    async def test_a_live_request_keeps_its_hold_past_the_lease(self, postgres):
+        """A long request (a stream) is renewed by its replica's upkeep, so no other replica returns it."""
+        url = postgres.create_database()
+        owner, other = await open_replicas(url, 2, hold_seconds=1.0)
+        await owner.ensure_demo_user(10.0, "test-bootstrap-key")
+        hold = await owner.reserve(1, to_micros(5.0))
+        for _ in range(15):  # 2.5 leases
+            await asyncio.gather(owner.maintain(), other.maintain())
+            await asyncio.sleep(owner.maintenance_seconds)
+        assert await other.balance(1) == 5.0
+        assert await charge(owner, hold, 2.0) == to_micros(2.0)
+        assert await other.balance(1) == 8.0
+        for store in (owner, other):
+            await store.close()
+
+
+class TestOutage:
+    async def test_database_down_then_back(self):
+        """Down: a reservation is StoreUnavailable (nothing charged) and a settlement waits in memory; back:
+        the queued settlement is written once, and the books balance."""
+        server = PostgresServer().start()
+        try:
+            url = server.create_database()
+            store = await PostgresStore.open(url, metrics(), timeout=1.0, hold_seconds=30.0)
+            await store.ensure_demo_user(10.0, "test-bootstrap-key")
+            hold = await store.reserve(1, to_micros(4.0))
+            server.stop()
+            with pytest.raises(StoreUnavailable):
+                await store.reserve(1, to_micros(1.0))
+            charged = await store.settle(hold, "m", cost=to_micros(1.5), prompt_tokens=3, completion_tokens=4)
+            assert charged == to_micros(1.5)  # what it will charge once written
+            assert sample(store._metrics, "gateway_store_pending_settlements") == 1
+            assert sample(store._metrics, "gateway_store_errors_total", {"operation": "reserve"}) >= 1
+            await store.maintain()  # still down: stays queued, no error escapes
+            assert sample(store._metrics, "gateway_store_pending_settlements") == 1
+            server.start()
+            for _ in range(3):
+                await store.maintain()
+            assert sample(store._metrics, "gateway_store_pending_settlements") == 0
+            assert await store.balance(1) == 8.5
+            (usage,) = await store.usage(1)
+            assert (usage.requests, usage.prompt_tokens, usage.completion_tokens) == (1, 3, 4)
+            assert usage.credits == 1.5
+            assert await store.reserve(1, to_micros(1.0)) is not None
+            await store.close()
+        finally:
+            server.destroy()
+
+
+class TestStartup:
+    async def test_a_wrong_password_is_a_configuration_error(self, postgres):
+        """PostgreSQL refusing our credentials is not worth waiting for: it is reported at once."""
+        url = postgres.url().replace(postgres.password, "not-the-password")
+        with pytest.raises(StoreConfigurationError, match="password"):
+            await PostgresStore.open(url, metrics(), wait_seconds=30)
+
+    async def test_no_such_database_is_a_configuration_error(self, postgres):
+        with pytest.raises(StoreConfigurationError, match="does not exist"):
+            await PostgresStore.open(postgres.url("no_such_database"), metrics(), wait_seconds=30)
+
+    async def test_nothing_listening_gives_up_after_the_wait(self):
+        """A server that never answers: StoreUnavailable once the start-up wait has passed."""
+        url = f"postgresql://gatewayz:pw@127.0.0.1:{free_port()}/gatewayz"
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(PostgresStore.open(url, metrics(), wait_seconds=0.5, timeout=0.5), 10)
