@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry
 from fake_upstream import FakeUpstream
 from gateway_testing import ADMIN_KEY, UPSTREAM_KEY, USER_KEY
 from litestar import Litestar
@@ -14,6 +15,8 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.store import SqliteStore, StoreMetrics
+from gateway.store.postgres import PostgresStore
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +119,21 @@ def make_client(
 def client(make_client, test_settings) -> TestClient[Litestar]:
     """The app on the test catalog; user 1 holds 1000 credits and the key `USER_KEY`."""
     return make_client(test_settings)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request, tmp_path):
+    """A fresh store of each engine (PostgreSQL: a new database on the session's server)."""
+    metrics = StoreMetrics(CollectorRegistry(), request.param)
+    if request.param == "sqlite":
+        opened = SqliteStore.open(str(tmp_path / "db" / "gateway.db"), metrics)
+    else:
+        url = request.getfixturevalue("postgres").create_database()
+        opened = await PostgresStore.open(url, metrics, wait_seconds=0)
+    yield opened
+    await opened.close()

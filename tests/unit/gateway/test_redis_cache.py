@@ -18,11 +18,6 @@ pytestmark = pytest.mark.anyio
 KEY_BYTES = 32  # cache keys are sha256 digests
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 class Replica:
     """One gateway's view: its own client, registry and metrics, on the shared Redis."""
 

@@ -1,8 +1,8 @@
 """The `Store` contract, one suite run on both engines: SQLite (a file) and PostgreSQL (Debian's, private).
 
 Demo bootstrap, keys, exact micro-credit arithmetic, holds that are settled or released, usage by model, and
-no overspending under concurrency. What only one engine does is in `test_store_sqlite.py` and
-`test_store_postgres.py`.
+no overspending under concurrency (the `store` fixture is in conftest.py; keys as objects are in
+`test_store_keys.py`). What only one engine does is in `test_store_sqlite.py` and `test_store_postgres.py`.
 """
 
 from __future__ import annotations
@@ -10,30 +10,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from gateway.store import SqliteStore, StoreMetrics, to_micros
-from gateway.store.postgres import PostgresStore
+from gateway.store import to_micros
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request, tmp_path):
-    """A fresh store of each engine (PostgreSQL: a new database on the session's server)."""
-    metrics = StoreMetrics(CollectorRegistry(), request.param)
-    if request.param == "sqlite":
-        opened = SqliteStore.open(str(tmp_path / "db" / "gateway.db"), metrics)
-    else:
-        url = request.getfixturevalue("postgres").create_database()
-        opened = await PostgresStore.open(url, metrics, wait_seconds=0)
-    yield opened
-    await opened.close()
 
 
 async def settle(store, hold, cost: float, model: str = "m", prompt: int = 1, completion: int = 1) -> int:

@@ -7,22 +7,19 @@ gateway processes would be; the real processes are in tests/integration/test_sca
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.store import StoreMetrics, StoreUnavailable, hash_key, to_micros
+from gateway.store import KeyRefused, StoreMetrics, StoreUnavailable, hash_key, to_micros
 from gateway.store.postgres import PostgresStore, StoreConfigurationError
+from gateway.store.postgres_schema import MIGRATIONS
 from support.postgres import PostgresServer
 from support.processes import free_port
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 def metrics() -> StoreMetrics:
@@ -58,7 +55,10 @@ class TestReplicas:
         assert len([key for key in keys if key is not None]) == 1
         (key,) = [key for key in keys if key is not None]
         assert all([await replica.authenticate(key) == 1 for replica in replicas])
-        assert [r["version"] for r in await rows(url, "SELECT version FROM gatewayz.schema_version")] == [1]
+        assert [r["version"] for r in await rows(url, "SELECT version FROM gatewayz.schema_version")] == [
+            1,
+            2,
+        ]
         assert len(await rows(url, "SELECT 1 FROM gatewayz.users")) == 1
         stored = await rows(url, "SELECT key_hash FROM gatewayz.api_keys")
         assert [r["key_hash"] for r in stored] == [hash_key(key)]  # never the key itself
@@ -160,6 +160,86 @@ class TestHolds:
             await store.close()
 
 
+class TestKeysAcrossReplicas:
+    async def test_a_revocation_reaches_every_replica_at_once(self, postgres):
+        """Replica B remembers a key; A revokes it. B's very next reservation is refused by the database
+        (before any notification), and B's lookup sees the revocation as soon as NOTIFY arrives (measured)."""
+        url = postgres.create_database()
+        a, b = await open_replicas(url, 2)
+        await a.ensure_demo_user(10.0, "test-bootstrap-key")
+        record = await a.create_key(1, "test-key-shared", {"alias": "shared", "rpm": 5})
+        key = await b.lookup("test-key-shared")
+        assert await b.lookup("test-key-shared") is key  # remembered: no query
+        await a.revoke_key(record.id)
+        with pytest.raises(KeyRefused) as refused:
+            await b.reserve(1, to_micros(1.0), key)
+        assert refused.value.reason == "key_revoked"
+        await a.update_key(record.id, {"rpm": 7})  # a second change, heard the same way
+        started = time.perf_counter()
+        while (found := await b.lookup("test-key-shared")) is key:
+            await asyncio.sleep(0.001)
+        heard = time.perf_counter() - started
+        assert found.revoked
+        assert heard < 0.5, heard
+        print(f"KEYS notify heard after {heard * 1000:.1f} ms")
+        for store in (a, b):
+            await store.close()
+
+    async def test_a_lost_listen_connection_stops_trusting_memory_until_it_is_back(self, postgres):
+        """With its LISTEN connection killed a replica asks the database for every key (a change made
+        meanwhile is seen), and its next tick listens again."""
+        url = postgres.create_database()
+        a, b = await open_replicas(url, 2)
+        await a.ensure_demo_user(10.0, "test-bootstrap-key")
+        record = await a.create_key(1, "test-key-listen", {"alias": "listen", "rpm": 5})
+        await b.lookup("test-key-listen")
+        await rows(url, f"SELECT pg_terminate_backend({b._listener.get_server_pid()})")
+        for _ in range(200):  # the connection's end reaches b within milliseconds
+            if b._listener is None or b._listener.is_closed():
+                break
+            await asyncio.sleep(0.005)
+        assert b._listener is None or b._listener.is_closed()
+        # A change whose notification B cannot hear (written without NOTIFY, e.g. by hand in psql).
+        await rows(url, f"UPDATE gatewayz.api_keys SET rpm = 9 WHERE id = {record.id}")
+        assert (await b.lookup("test-key-listen")).rpm == 9
+        await b.maintain()
+        assert b._listener is not None
+        assert (await b.lookup("test-key-listen")).rpm == 9
+        for store in (a, b):
+            await store.close()
+
+    async def test_budget_is_shared_and_expired_holds_free_it(self, postgres):
+        """Two replicas reserve against one budget: never more than it; a dead replica's hold stops
+        counting against the budget once it is returned."""
+        url = postgres.create_database()
+        a, b = await open_replicas(url, 2, hold_seconds=1.0)
+        await a.ensure_demo_user(100.0, "test-bootstrap-key")
+        await a.create_key(1, "test-key-budget", {"alias": "budget", "budget_micros": to_micros(5)})
+        keys = [await replica.lookup("test-key-budget") for replica in (a, b)]
+
+        async def one(index: int):
+            try:
+                return await (a, b)[index % 2].reserve(1, to_micros(1.0), keys[index % 2])
+            except KeyRefused:
+                return None
+
+        holds = await asyncio.gather(*(one(index) for index in range(20)))
+        granted = [hold for hold in holds if hold is not None]
+        assert len(granted) == 5
+        (held,) = await rows(url, "SELECT held_micros FROM gatewayz.api_keys WHERE alias = 'budget'")
+        assert held["held_micros"] == to_micros(5)
+        await asyncio.sleep(1.1)  # a and b stop renewing: both "died"; a returns the expired holds
+        for _ in range(2):
+            await a.maintain()
+        (held,) = await rows(
+            url, "SELECT held_micros, spend_micros FROM gatewayz.api_keys WHERE alias = 'budget'"
+        )
+        assert (held["held_micros"], held["spend_micros"]) == (0, 0)
+        assert await a.reserve(1, to_micros(5.0), keys[0]) is not None
+        for store in (a, b):
+            await store.close()
+
+
 class TestOutage:
     async def test_database_down_then_back(self):
         """Down: a reservation is StoreUnavailable (nothing charged) and a settlement waits in memory; back:
@@ -191,6 +271,38 @@ class TestOutage:
             await store.close()
         finally:
             server.destroy()
+
+
+class TestMigration:
+    async def test_a_version_1_database_keeps_its_keys(self, postgres):
+        """A database from before keys were objects is migrated at start; its keys keep working."""
+        url = postgres.create_database()
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute("CREATE SCHEMA gatewayz")
+            await connection.execute(
+                "CREATE TABLE gatewayz.schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ "
+                "NOT NULL DEFAULT now())"
+            )
+            await connection.execute(MIGRATIONS[0])
+            await connection.execute("INSERT INTO gatewayz.schema_version (version) VALUES (1)")
+            await connection.execute(
+                "INSERT INTO gatewayz.users (id, username, balance_micros) VALUES (1, 'demo', 5)"
+            )
+            await connection.execute(
+                "INSERT INTO gatewayz.api_keys (key_hash, user_id) VALUES ($1, 1)", hash_key("test-old-key")
+            )
+        finally:
+            await connection.close()
+        (store,) = await open_replicas(url, 1)
+        key = await store.lookup("test-old-key")
+        assert (key.user_id, key.alias) == (1, "key-" + hash_key("test-old-key")[:8])
+        assert await store.authenticate("test-old-key") == 1
+        assert [r["version"] for r in await rows(url, "SELECT version FROM gatewayz.schema_version")] == [
+            1,
+            2,
+        ]
+        await store.close()
 
 
 class TestStartup:

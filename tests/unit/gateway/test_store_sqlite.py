@@ -5,9 +5,11 @@ The contract both engines share (bootstrap, exact credits, no overspending) is `
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 from gateway.store import DEMO_KEY_FILE, UserStore, hash_key, to_micros, write_demo_key
+from gateway.store.sqlite import MIGRATIONS
 
 
 def open_store(tmp_path):
@@ -143,3 +145,24 @@ class TestGroupCommit:
         store.reserve(1, to_micros(1.0))
         store.close()
         assert UserStore.open(path).balance(1) == 9.0
+
+
+class TestMigration:
+    def test_a_version_1_file_keeps_its_keys(self, tmp_path):
+        """A file from before keys were objects: each key keeps working, with its rowid as its id and the
+        default alias."""
+        path = tmp_path / "db" / "gateway.db"
+        path.parent.mkdir()
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version = 1;\nCOMMIT;")
+        connection.execute("INSERT INTO users VALUES (1, 'demo', '2026-01-01T00:00:00Z', 5000000)")
+        connection.execute(
+            "INSERT INTO api_keys VALUES (?, 1, '2026-01-01T00:00:00Z')", (hash_key("test-old-key"),)
+        )
+        connection.close()
+        store = UserStore.open(str(path))
+        key = store.lookup("test-old-key")
+        assert (key.id, key.user_id, key.alias) == (1, 1, "key-" + hash_key("test-old-key")[:8])
+        assert store.authenticate("test-old-key") == 1
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        store.close()

@@ -9,10 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.store.contract import (
+    BUDGET_PERIODS,
     DEMO_KEY_FILE,
     DEMO_USER_ID,
+    KEY_COLUMNS,
     MICROS_PER_CREDIT,
+    AliasInUse,
+    ApiKey,
+    BudgetPeriod,
     Hold,
+    KeyRecord,
+    KeyRefused,
     ModelUsage,
     Store,
     StoreUnavailable,
@@ -30,11 +37,18 @@ if TYPE_CHECKING:
     from gateway.settings import GatewaySettings
 
 __all__ = [
+    "BUDGET_PERIODS",
     "DEMO_KEY_FILE",
     "DEMO_USER_ID",
     "FLUSH_SECONDS",
+    "KEY_COLUMNS",
     "MICROS_PER_CREDIT",
+    "AliasInUse",
+    "ApiKey",
+    "BudgetPeriod",
     "Hold",
+    "KeyRecord",
+    "KeyRefused",
     "ModelUsage",
     "SqliteStore",
     "Store",

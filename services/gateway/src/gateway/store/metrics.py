@@ -21,8 +21,16 @@ from telemetry.loop_metrics import (
     LoopHistogram,
 )
 
-Operation = Literal["authenticate", "reserve", "settle", "release", "read", "maintain"]
-OPERATIONS: tuple[Operation, ...] = ("authenticate", "reserve", "settle", "release", "read", "maintain")
+Operation = Literal["authenticate", "reserve", "settle", "release", "read", "keys", "maintain"]
+OPERATIONS: tuple[Operation, ...] = (
+    "authenticate",
+    "reserve",
+    "settle",
+    "release",
+    "read",
+    "keys",
+    "maintain",
+)
 # From an in-process SQLite statement (~20 µs) to a database at the end of a slow network.
 STORE_BUCKETS = (
     0.0001,

@@ -27,6 +27,19 @@ Money:
   `hold_seconds` + one tick.
 - A settlement the database cannot take now is queued in memory (bounded) and written, in order, when it
   answers again; the client got its answer, its hold keeps the money reserved meanwhile.
+
+Keys:
+- Each replica remembers the keys it has seen (limits included), so an authenticated request costs no query.
+  A change or revocation is `NOTIFY gatewayz_keys, '<id>'` in the same transaction; every replica LISTENs on
+  its own connection and forgets that key when the notification arrives (measured: a revoked key is refused
+  by the other replica within milliseconds, tests/integration/test_keys.py). The reservation checks the key in
+  the database as well (revoked, expired, budget), so no request is charged on a revoked key even in that gap.
+- While the LISTEN connection is down (reconnected every tick), remembered keys are not trusted: each lookup
+  asks the database, and falls back to memory only when the database cannot be reached (then nobody can
+  revoke a key either, except from a replica on the other side of a partition). Back listening, the memory
+  is emptied (notifications may have been missed).
+- A budgeted key's reservations count against its budget (`held_micros`) until settled; settling adds the
+  charge to its spend in the current period (daily / weekly / monthly reset at UTC boundaries).
 """
 
 from __future__ import annotations
@@ -37,8 +50,9 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, Final
 
@@ -48,19 +62,29 @@ from prometheus_client import Gauge
 
 from gateway.store.batching import Batcher
 from gateway.store.contract import (
+    BUDGET_PERIODS,
     DEMO_USER_ID,
+    KEY_COLUMNS,
+    AliasInUse,
+    ApiKey,
     Engine,
     Hold,
+    KeyRecord,
+    KeyRow,
     ModelUsage,
     StoreUnavailable,
     User,
+    budget_exceeded,
+    default_alias,
     generate_key,
     hash_key,
+    key_expired,
+    key_revoked,
     to_credits,
     to_micros,
 )
 from gateway.store.metrics import Operation, StoreMetrics
-from gateway.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA
+from gateway.store.postgres_schema import KEY_CHANNEL, MIGRATION_LOCK, MIGRATIONS, SCHEMA
 from telemetry.throttle import LogThrottle
 
 UNAVAILABLE: Final = (
@@ -86,7 +110,9 @@ _CLOSE_SECONDS = 3.0
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 _ISO = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
-_RESERVE = f"SELECT {SCHEMA}.reserve($1::bigint[], $2::bigint[], $3::bigint[], $4, $5)"
+_RESERVE = f"SELECT {SCHEMA}.reserve($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5, $6)"
+_GRANTED, _SHORT, _OVER_BUDGET, _REVOKED, _EXPIRED = 0, 1, 2, 3, 4
+"""`gatewayz.reserve()`'s outcomes."""
 _SETTLE = (
     f"SELECT {SCHEMA}.settle("
     "$1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[])"
@@ -95,7 +121,13 @@ _RENEW = (
     f"UPDATE {SCHEMA}.holds SET expires_at = now() + make_interval(secs => $2) WHERE id = ANY($1::bigint[])"
 )
 _REAP = f"SELECT returned_holds, returned_micros, owners FROM {SCHEMA}.return_expired_holds($1)"
-_AUTHENTICATE = f"SELECT user_id FROM {SCHEMA}.api_keys WHERE key_hash = $1"
+_KEY_COLUMNS = (
+    "id, user_id, alias, created_at, budget_micros, budget_period, rpm, tpm, models, expires_at, revoked_at, "
+    "spend_micros, period_start, last_used_at"
+)
+_KEY_SELECT = f"SELECT {_KEY_COLUMNS} FROM {SCHEMA}.api_keys"
+_KEY_BY_HASH = f"{_KEY_SELECT} WHERE key_hash = $1"
+_KEY_BY_ID = f"{_KEY_SELECT} WHERE id = $1"
 _USER = f"SELECT id, username, {_ISO} FROM {SCHEMA}.users WHERE id = $1"
 _BALANCE = f"SELECT balance_micros FROM {SCHEMA}.users WHERE id = $1"
 _USAGE = f"""
@@ -103,8 +135,34 @@ SELECT model, requests, prompt_tokens, completion_tokens, credits_micros FROM {S
 WHERE user_id = $1 ORDER BY credits_micros DESC, model
 """
 _ADD_KEY = (
-    f"INSERT INTO {SCHEMA}.api_keys (key_hash, user_id) VALUES ($1, $2) ON CONFLICT (key_hash) DO NOTHING"
+    f"INSERT INTO {SCHEMA}.api_keys (key_hash, user_id, alias) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
 )
+_REVOKE = (
+    f"UPDATE {SCHEMA}.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 "
+    f"RETURNING {_KEY_COLUMNS}"
+)
+_NOTIFY = "SELECT pg_notify($1, $2)"
+_PERIOD_OVER = f"{SCHEMA}.period_over(budget_period, period_start, now())"
+
+
+def _key_row(row: asyncpg.Record) -> KeyRow:
+    period = row["budget_period"]
+    return KeyRow(
+        id=int(row["id"]),
+        user_id=int(row["user_id"]),
+        alias=str(row["alias"]),
+        created_at=row["created_at"],
+        budget_micros=row["budget_micros"],
+        budget_period=period if period in BUDGET_PERIODS else None,
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+        models=list(row["models"]) if row["models"] is not None else None,
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        spend_micros=int(row["spend_micros"]),
+        period_start=row["period_start"],
+        last_used_at=row["last_used_at"],
+    )
 
 
 class StoreConfigurationError(Exception):
@@ -140,20 +198,26 @@ class PostgresStore:
         hold_seconds: float,
         replica: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        url: str | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self._pool = pool
+        self._url = url
+        self._timeout = timeout
+        self._listener: asyncpg.Connection | None = None
         self._metrics = metrics
         self.hold_seconds = hold_seconds
         self.maintenance_seconds = min(1.0, hold_seconds / 6)
         self.replica = replica or replica_name()
         self._clock = clock
-        self._keys: dict[str, int] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._key_hashes: dict[int, str] = {}
         self._held: dict[int, float] = {}
         """Holds of this replica's running requests (and of queued settlements) → when last renewed."""
         self._pending: deque[_Settlement] = deque()
         self._healthy_ticks = 0
         self._log = LogThrottle(10.0)
-        self._reservations: Batcher[tuple[int, int], int | None] = Batcher(
+        self._reservations: Batcher[tuple[int, int, int | None], tuple[int, int]] = Batcher(
             self._send_reservations, abandoned=self._abandoned_reservation
         )
         self._settlements: Batcher[_Settlement, int | None] = Batcher(self._send_settlements)
@@ -217,7 +281,9 @@ class PostgresStore:
         except MISCONFIGURED as exc:
             await pool.close()
             raise StoreConfigurationError(str(exc)) from None
-        return cls(pool, metrics, hold_seconds=hold_seconds)
+        store = cls(pool, metrics, hold_seconds=hold_seconds, url=url, timeout=timeout)
+        await store.listen()
+        return store
 
     # -- calls ----------------------------------------------------------------------------------------------
 
@@ -248,14 +314,16 @@ class PostgresStore:
                 to_micros(balance),
             )
             if bootstrap_key is not None:
-                await connection.execute(_ADD_KEY, hash_key(bootstrap_key), DEMO_USER_ID)
+                await connection.execute(
+                    _ADD_KEY, hash_key(bootstrap_key), DEMO_USER_ID, default_alias(bootstrap_key)
+                )
                 return None
             if await connection.fetchval(
                 f"SELECT 1 FROM {SCHEMA}.api_keys WHERE user_id = $1 LIMIT 1", DEMO_USER_ID
             ):
                 return None
             key = generate_key()
-            await connection.execute(_ADD_KEY, hash_key(key), DEMO_USER_ID)
+            await connection.execute(_ADD_KEY, hash_key(key), DEMO_USER_ID, default_alias(key))
             return key
 
     async def create_user(self, username: str, balance: float) -> int:
@@ -271,26 +339,166 @@ class PostgresStore:
 
     async def add_key(self, user_id: int, key: str) -> None:
         """Let `key` act as `user_id` (idempotent)."""
-        await self._call("read", "execute", _ADD_KEY, hash_key(key), user_id)
+        await self._call("read", "execute", _ADD_KEY, hash_key(key), user_id, default_alias(key))
 
     async def authenticate(self, key: str) -> int | None:
-        """The user `key` belongs to; known keys are remembered, so repeat callers cost no query.
+        """The user a valid (not revoked, not expired) `key` belongs to."""
+        found = await self.lookup(key)
+        if found is None or found.revoked or found.expired(time.time()):
+            return None
+        return found.user_id
 
-        Remembering is safe because nothing removes a key yet. Revoking keys (refused at once on every
-        replica) must drop them from every replica's memory: a revocation column checked by `reserve`, or an
-        invalidation message, not this cache alone.
-        """
+    async def lookup(self, key: str) -> ApiKey | None:
+        """The key and its limits; remembered while this replica listens for key changes (see above)."""
         digest = hash_key(key)
-        user_id = self._keys.get(digest)
-        if user_id is not None:
-            return user_id
-        found = await self._call("authenticate", "fetchval", _AUTHENTICATE, digest)
-        if found is None:
+        found = self._keys.get(digest)
+        if found is not None and self._listener is not None and not self._listener.is_closed():
+            return found
+        try:
+            row = await self._call("authenticate", "fetchrow", _KEY_BY_HASH, digest)
+        except StoreUnavailable:
+            if found is not None:  # the database is down: nobody can change the key meanwhile
+                return found
+            raise
+        if row is None:
             return None
         if len(self._keys) >= _KEY_CACHE_SIZE:
-            self._keys.clear()
-        self._keys[digest] = int(found)
-        return int(found)
+            self._forget_all()
+        found = _key_row(row).api_key()
+        self._keys[digest] = found
+        self._key_hashes[found.id] = digest
+        return found
+
+    def _forget(self, key_id: int) -> None:
+        digest = self._key_hashes.pop(key_id, None)
+        if digest is not None:
+            self._keys.pop(digest, None)
+
+    def _forget_all(self) -> None:
+        self._keys.clear()
+        self._key_hashes.clear()
+
+    async def listen(self) -> bool:
+        """Open the LISTEN connection for key changes (at start, and every tick while it is down)."""
+        if self._listener is not None and self._listener.is_closed():
+            self._listener = None
+        if self._url is None or self._listener is not None:
+            return self._listener is not None
+        try:
+            connection = await asyncpg.connect(
+                self._url,
+                timeout=self._timeout,
+                server_settings={"application_name": "gatewayz-gateway-keys"},
+            )
+            await connection.add_listener(KEY_CHANNEL, self._key_changed)
+        except UNAVAILABLE as exc:
+            self._log.warning("postgres-listen", "Cannot listen for key changes", error=_describe(exc))
+            return False
+        connection.add_termination_listener(self._listener_lost)
+        self._forget_all()  # changes made while nobody listened were not heard
+        self._listener = connection
+        self._log.recovered("postgres-listen", "Listening for key changes again")
+        return True
+
+    def _key_changed(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
+        self._forget(int(str(payload)))
+
+    def _listener_lost(self, _connection: object) -> None:
+        self._listener = None
+
+    async def create_key(self, user_id: int, key: str, fields: Mapping[str, object]) -> KeyRecord:
+        """Insert a key with its alias and limits; `AliasInUse` when another live key has the alias."""
+        columns = {name: value for name, value in fields.items() if name in KEY_COLUMNS}
+        names = ["key_hash", "user_id", *columns]
+        values = [f"${index}" for index in range(1, len(names) + 1)]
+        if columns.get("budget_period") is not None:
+            names.append("period_start")
+            values.append(f"{SCHEMA}.period_start(${names.index('budget_period') + 1}, now())")
+        query = (
+            f"INSERT INTO {SCHEMA}.api_keys ({', '.join(names)}) VALUES ({', '.join(values)}) "
+            f"RETURNING {_KEY_COLUMNS}"
+        )
+        try:
+            row = await self._call("keys", "fetchrow", query, hash_key(key), user_id, *columns.values())
+        except asyncpg.UniqueViolationError as exc:
+            raise AliasInUse(str(fields.get("alias"))) from exc
+        return _key_row(row).record(datetime.now(UTC))
+
+    async def keys(self, user_id: int | None, limit: int, offset: int) -> list[KeyRecord]:
+        """Keys by id, of one user when given."""
+        if user_id is None:
+            rows = await self._call(
+                "keys", "fetch", f"{_KEY_SELECT} ORDER BY id LIMIT $1 OFFSET $2", limit, offset
+            )
+        elif not _BIGINT_MIN <= user_id <= _BIGINT_MAX:
+            return []
+        else:
+            rows = await self._call(
+                "keys",
+                "fetch",
+                f"{_KEY_SELECT} WHERE user_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
+                user_id,
+                limit,
+                offset,
+            )
+        now = datetime.now(UTC)
+        return [_key_row(row).record(now) for row in rows]
+
+    async def key(self, key_id: int) -> KeyRecord | None:
+        """One key."""
+        if not _BIGINT_MIN <= key_id <= _BIGINT_MAX:
+            return None
+        row = await self._call("keys", "fetchrow", _KEY_BY_ID, key_id)
+        return _key_row(row).record(datetime.now(UTC)) if row is not None else None
+
+    async def update_key(self, key_id: int, fields: Mapping[str, object]) -> KeyRecord | None:
+        """Change a key's alias or limits and notify every replica, in one transaction."""
+        if not _BIGINT_MIN <= key_id <= _BIGINT_MAX:
+            return None
+        columns = {name: value for name, value in fields.items() if name in KEY_COLUMNS}
+        if not columns:
+            return await self.key(key_id)
+        assignments = [f"{name} = ${index}" for index, name in enumerate(columns, start=2)]
+        if "budget_period" in columns:
+            # A new period starts now, counting what was spent in the current one.
+            at = list(columns).index("budget_period") + 2
+            changed = f"${at}::text IS DISTINCT FROM budget_period"
+            new_start = f"{SCHEMA}.period_start(${at}, now())"
+            assignments += [
+                f"period_start = CASE WHEN {changed} THEN {new_start} ELSE period_start END",
+                f"spend_micros = CASE WHEN {changed} AND {_PERIOD_OVER} THEN 0 ELSE spend_micros END",
+            ]
+        query = (
+            f"UPDATE {SCHEMA}.api_keys SET {', '.join(assignments)} WHERE id = $1 RETURNING {_KEY_COLUMNS}"
+        )
+        try:
+            row = await self._write_key(query, key_id, *columns.values())
+        except asyncpg.UniqueViolationError as exc:
+            raise AliasInUse(str(fields.get("alias"))) from exc
+        return _key_row(row).record(datetime.now(UTC)) if row is not None else None
+
+    async def revoke_key(self, key_id: int) -> KeyRecord | None:
+        """Revoke the key (the first time only) and notify every replica, in one transaction."""
+        if not _BIGINT_MIN <= key_id <= _BIGINT_MAX:
+            return None
+        row = await self._write_key(_REVOKE, key_id)
+        return _key_row(row).record(datetime.now(UTC)) if row is not None else None
+
+    async def _write_key(self, query: str, key_id: int, *args: object) -> asyncpg.Record | None:
+        """One key change and its NOTIFY, committed together; this replica forgets the key at once."""
+        started = perf_counter()
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                row = await connection.fetchrow(query, key_id, *args)
+                if row is not None:
+                    await connection.execute(_NOTIFY, KEY_CHANNEL, str(key_id))
+        except UNAVAILABLE as exc:
+            self._metrics.errors["keys"].inc()
+            raise StoreUnavailable("keys") from exc
+        finally:
+            self._metrics.duration["keys"].observe(perf_counter() - started)
+        self._forget(key_id)
+        return row
 
     async def user(self, user_id: int) -> User | None:
         """The public profile; None also for ids no BIGINT can hold."""
@@ -311,22 +519,35 @@ class PostgresStore:
 
     # -- money ----------------------------------------------------------------------------------------------
 
-    async def reserve(self, user_id: int, micros: int) -> Hold | None:
-        """Take `micros` from the balance if it covers them, and record the hold; None when it does not."""
-        hold_id = await self._reservations.submit((user_id, micros))
-        return None if hold_id is None else Hold(user_id, micros, hold_id)
+    async def reserve(self, user_id: int, micros: int, key: ApiKey | None = None) -> Hold | None:
+        """Take `micros` from the balance (and the key's budget) if they cover them, and record the hold.
 
-    async def _send_reservations(self, batch: list[tuple[int, int]]) -> list[int | None]:
+        None when the balance is short; `KeyRefused` when the key's budget is, or the key was revoked or
+        expired (then this replica forgets it, so the next lookup reads the change).
+        """
+        key_id = key.id if key is not None else None
+        hold_id, outcome = await self._reservations.submit((user_id, micros, key_id))
+        if outcome == _GRANTED:
+            return Hold(user_id, micros, hold_id, key_id=key_id or 0)
+        if outcome == _SHORT or key is None:
+            return None
+        self._forget(key.id)
+        if outcome == _OVER_BUDGET:
+            raise budget_exceeded(key.alias, micros)
+        raise key_expired() if outcome == _EXPIRED else key_revoked()
+
+    async def _send_reservations(self, batch: list[tuple[int, int, int | None]]) -> list[tuple[int, int]]:
         for attempt in range(_RETRIES):
             holds = [secrets.randbits(63) for _ in batch]
             try:
-                granted = await self._call(
+                outcomes = await self._call(
                     "reserve",
                     "fetchval",
                     _RESERVE,
                     holds,
-                    [user_id for user_id, _ in batch],
-                    [micros for _, micros in batch],
+                    [user_id for user_id, _, _ in batch],
+                    [micros for _, micros, _ in batch],
+                    [key_id for _, _, key_id in batch],
                     self.replica,
                     self.hold_seconds,
                 )
@@ -336,16 +557,17 @@ class PostgresStore:
                     raise
                 continue
             now = self._clock()
-            for hold_id, ok in zip(holds, granted, strict=True):
-                if ok:
+            for hold_id, outcome in zip(holds, outcomes, strict=True):
+                if outcome == _GRANTED:
                     self._held[hold_id] = now
-            return [hold_id if ok else None for hold_id, ok in zip(holds, granted, strict=True)]
+            return [(hold_id, int(outcome)) for hold_id, outcome in zip(holds, outcomes, strict=True)]
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _abandoned_reservation(self, item: tuple[int, int], hold_id: int | None) -> None:
+    def _abandoned_reservation(self, item: tuple[int, int, int | None], result: tuple[int, int]) -> None:
         """The request was cancelled while its reservation was out: give a granted one back."""
-        if hold_id is not None:
-            self._queue(_Settlement(Hold(item[0], item[1], hold_id), 0, None, 0, 0))
+        hold_id, outcome = result
+        if outcome == _GRANTED:
+            self._queue(_Settlement(Hold(item[0], item[1], hold_id, key_id=item[2] or 0), 0, None, 0, 0))
 
     async def release(self, hold: Hold) -> None:
         """Give the hold back whole (queued if the database is unreachable)."""
@@ -430,6 +652,7 @@ class PostgresStore:
         through the outage are settled, not returned.
         """
         started = perf_counter()
+        await self.listen()
         try:
             await self._write_pending()
             await self._renew()
@@ -488,6 +711,12 @@ class PostgresStore:
                     "Settlements not written at shutdown; their holds will be returned to their users",
                     pending=len(self._pending),
                 )
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            try:
+                await asyncio.wait_for(listener.close(), _CLOSE_SECONDS)
+            except (TimeoutError, *UNAVAILABLE):
+                listener.terminate()
         try:
             await asyncio.wait_for(self._pool.close(), _CLOSE_SECONDS)
         except TimeoutError:

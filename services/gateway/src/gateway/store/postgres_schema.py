@@ -176,5 +176,206 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+KEY_CHANNEL = "gatewayz_keys"
+"""`NOTIFY` channel: the id of a key that changed or was revoked; every replica drops it from its memory."""
+
+# Keys as objects: alias, budget (with an optional period), rpm/tpm, model allow-list, expiry, revocation,
+# spend and last use. A hold remembers its key, so settling it adds to the key's spend and, when the key has a
+# budget, takes it off the key's `held_micros` (the reservations in flight against that budget).
+_V2 = f"""
+ALTER TABLE {SCHEMA}.api_keys
+    ADD COLUMN alias TEXT,
+    ADD COLUMN budget_micros BIGINT CHECK (budget_micros >= 0),
+    ADD COLUMN budget_period TEXT CHECK (budget_period IN ('daily', 'weekly', 'monthly')),
+    ADD COLUMN rpm INTEGER CHECK (rpm > 0),
+    ADD COLUMN tpm BIGINT CHECK (tpm > 0),
+    ADD COLUMN models TEXT[],
+    ADD COLUMN expires_at TIMESTAMPTZ,
+    ADD COLUMN revoked_at TIMESTAMPTZ,
+    ADD COLUMN spend_micros BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN held_micros BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN period_start TIMESTAMPTZ,
+    ADD COLUMN last_used_at TIMESTAMPTZ;
+UPDATE {SCHEMA}.api_keys SET alias = 'key-' || left(key_hash, 8);
+ALTER TABLE {SCHEMA}.api_keys ALTER COLUMN alias SET NOT NULL;
+CREATE UNIQUE INDEX api_keys_active_alias ON {SCHEMA}.api_keys (alias) WHERE revoked_at IS NULL;
+-- No foreign key: keys are never deleted (only revoked), and the check would lock the key row on every hold.
+ALTER TABLE {SCHEMA}.holds ADD COLUMN key_id BIGINT, ADD COLUMN key_held BOOLEAN NOT NULL DEFAULT false;
+
+-- When the budget period holding `p_at` began, in UTC (NULL for no period).
+CREATE FUNCTION {SCHEMA}.period_start(p_period TEXT, p_at TIMESTAMPTZ) RETURNS TIMESTAMPTZ
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT date_trunc(
+        CASE p_period WHEN 'daily' THEN 'day' WHEN 'weekly' THEN 'week' WHEN 'monthly' THEN 'month' END,
+        p_at AT TIME ZONE 'UTC'
+    ) AT TIME ZONE 'UTC'
+$$;
+
+-- Whether a key's recorded spend belongs to a period that is over (so it counts as 0 now).
+CREATE FUNCTION {SCHEMA}.period_over(p_period TEXT, p_start TIMESTAMPTZ, p_at TIMESTAMPTZ) RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_period IS NOT NULL AND (p_start IS NULL OR p_start < {SCHEMA}.period_start(p_period, p_at))
+$$;
+
+-- Reservations with their keys. For each, in order of user: the key must be neither revoked nor expired; the
+-- balance must cover the amount (one conditional UPDATE); a budgeted key's spend in its period plus what is
+-- held against it must leave room for it (a second conditional UPDATE, on the key row, always after the
+-- users row, so the lock order stays users then keys). Returns, in the order given, 0 granted,
+-- 1 balance short, 2 budget short, 3 key revoked (or not this user's), 4 key expired.
+DROP FUNCTION {SCHEMA}.reserve(BIGINT[], BIGINT[], BIGINT[], TEXT, DOUBLE PRECISION);
+CREATE FUNCTION {SCHEMA}.reserve(
+    p_holds BIGINT[], p_users BIGINT[], p_micros BIGINT[], p_keys BIGINT[], p_replica TEXT,
+    p_seconds DOUBLE PRECISION
+) RETURNS SMALLINT[] LANGUAGE plpgsql AS $$
+DECLARE
+    r RECORD;
+    k RECORD;
+    budgeted BOOLEAN;
+    outcome SMALLINT[] := array_fill(1::SMALLINT, ARRAY[cardinality(p_holds)]);
+BEGIN
+    FOR r IN
+        SELECT t.hold, t.usr, t.micros, t.key, t.ord
+        FROM unnest(p_holds, p_users, p_micros, p_keys) WITH ORDINALITY AS t(hold, usr, micros, key, ord)
+        ORDER BY t.usr, t.ord
+    LOOP
+        budgeted := false;
+        IF r.key IS NOT NULL THEN
+            SELECT revoked_at, expires_at, budget_micros INTO k FROM {SCHEMA}.api_keys
+            WHERE id = r.key AND user_id = r.usr;
+            IF NOT FOUND OR k.revoked_at IS NOT NULL THEN
+                outcome[r.ord] := 3;
+                CONTINUE;
+            END IF;
+            IF k.expires_at IS NOT NULL AND k.expires_at <= now() THEN
+                outcome[r.ord] := 4;
+                CONTINUE;
+            END IF;
+            budgeted := k.budget_micros IS NOT NULL;
+        END IF;
+        UPDATE {SCHEMA}.users SET balance_micros = balance_micros - r.micros
+        WHERE id = r.usr AND balance_micros >= r.micros;
+        IF NOT FOUND THEN
+            outcome[r.ord] := 1;
+            CONTINUE;
+        END IF;
+        IF budgeted THEN
+            UPDATE {SCHEMA}.api_keys SET
+                spend_micros = CASE WHEN {SCHEMA}.period_over(budget_period, period_start, now())
+                    THEN 0 ELSE spend_micros END,
+                period_start = CASE WHEN {SCHEMA}.period_over(budget_period, period_start, now())
+                    THEN {SCHEMA}.period_start(budget_period, now()) ELSE period_start END,
+                held_micros = held_micros + r.micros
+            WHERE id = r.key AND budget_micros IS NOT NULL
+                AND CASE WHEN {SCHEMA}.period_over(budget_period, period_start, now())
+                    THEN 0 ELSE spend_micros END + held_micros + r.micros <= budget_micros;
+            IF NOT FOUND THEN
+                UPDATE {SCHEMA}.users SET balance_micros = balance_micros + r.micros WHERE id = r.usr;
+                outcome[r.ord] := 2;
+                CONTINUE;
+            END IF;
+        END IF;
+        INSERT INTO {SCHEMA}.holds (id, user_id, micros, replica, expires_at, key_id, key_held)
+        VALUES (
+            r.hold, r.usr, r.micros, p_replica, now() + make_interval(secs => p_seconds), r.key, budgeted
+        );
+        outcome[r.ord] := 0;
+    END LOOP;
+    RETURN outcome;
+END
+$$;
+
+-- Settle one hold as before; its key (if any) then gains the charge as spend (in the current period) and the
+-- time of use, and a budgeted key stops counting the hold as held.
+CREATE OR REPLACE FUNCTION {SCHEMA}.settle_one(
+    p_hold BIGINT, p_user BIGINT, p_cost BIGINT, p_model TEXT,
+    p_prompt_tokens BIGINT, p_completion_tokens BIGINT
+) RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE
+    v_held BIGINT;
+    v_key BIGINT;
+    v_key_held BOOLEAN;
+    v_balance BIGINT;
+    v_charged BIGINT;
+BEGIN
+    SELECT balance_micros INTO v_balance FROM {SCHEMA}.users WHERE id = p_user FOR NO KEY UPDATE;
+    -- SKIP LOCKED: a hold locked by the reaper is being returned; waiting for it could deadlock.
+    DELETE FROM {SCHEMA}.holds
+    WHERE id = (SELECT id FROM {SCHEMA}.holds WHERE id = p_hold AND user_id = p_user FOR UPDATE SKIP LOCKED)
+    RETURNING micros, key_id, key_held INTO v_held, v_key, v_key_held;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    v_charged := LEAST(p_cost, v_held + v_balance);
+    IF v_charged <> v_held THEN
+        UPDATE {SCHEMA}.users SET balance_micros = balance_micros + (v_held - v_charged) WHERE id = p_user;
+    END IF;
+    IF v_key IS NOT NULL THEN
+        UPDATE {SCHEMA}.api_keys SET
+            spend_micros = CASE WHEN {SCHEMA}.period_over(budget_period, period_start, now())
+                THEN v_charged ELSE spend_micros + v_charged END,
+            period_start = CASE WHEN {SCHEMA}.period_over(budget_period, period_start, now())
+                THEN {SCHEMA}.period_start(budget_period, now()) ELSE period_start END,
+            held_micros = CASE WHEN v_key_held THEN GREATEST(0, held_micros - v_held) ELSE held_micros END,
+            last_used_at = now()
+        WHERE id = v_key;
+    END IF;
+    IF p_model IS NOT NULL THEN
+        INSERT INTO {SCHEMA}.usage AS u
+            (user_id, model, requests, prompt_tokens, completion_tokens, credits_micros)
+        VALUES (p_user, p_model, 1, p_prompt_tokens, p_completion_tokens, v_charged)
+        ON CONFLICT (user_id, model) DO UPDATE SET
+            requests = u.requests + 1,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            credits_micros = u.credits_micros + excluded.credits_micros;
+    END IF;
+    RETURN v_charged;
+END
+$$;
+
+-- Expired holds as before; a budgeted key's share of them stops counting as held (keys after users rows).
+CREATE OR REPLACE FUNCTION {SCHEMA}.return_expired_holds(
+    p_batch INTEGER, OUT returned_holds BIGINT, OUT returned_micros BIGINT, OUT owners TEXT[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_keys BIGINT[];
+    v_key_micros BIGINT[];
+BEGIN
+    returned_holds := 0;
+    returned_micros := 0;
+    owners := '{{}}';
+    IF NOT pg_try_advisory_xact_lock({REAPER_LOCK}) THEN
+        RETURN;
+    END IF;
+    WITH expired AS (
+        DELETE FROM {SCHEMA}.holds WHERE id IN (
+            SELECT h.id FROM {SCHEMA}.holds h WHERE h.expires_at < now()
+            ORDER BY h.expires_at LIMIT p_batch FOR UPDATE SKIP LOCKED
+        )
+        RETURNING user_id, micros, replica, key_id, key_held
+    ), per_user AS (
+        SELECT e.user_id, sum(e.micros)::BIGINT AS amount, count(*) AS n FROM expired e GROUP BY e.user_id
+    ), locked AS (
+        -- users rows in id order, as every other transaction takes them
+        SELECT u.id FROM {SCHEMA}.users u WHERE u.id IN (SELECT user_id FROM per_user) ORDER BY u.id
+        FOR NO KEY UPDATE
+    ), refunded AS (
+        UPDATE {SCHEMA}.users SET balance_micros = balance_micros + per_user.amount
+        FROM per_user JOIN locked ON locked.id = per_user.user_id WHERE users.id = per_user.user_id
+        RETURNING per_user.n, per_user.amount
+    )
+    SELECT coalesce(sum(r.n), 0)::BIGINT, coalesce(sum(r.amount), 0)::BIGINT,
+        ARRAY(SELECT DISTINCT e.replica FROM expired e ORDER BY 1),
+        ARRAY(SELECT e.key_id FROM expired e WHERE e.key_held GROUP BY e.key_id ORDER BY e.key_id),
+        ARRAY(
+            SELECT sum(e.micros)::BIGINT FROM expired e WHERE e.key_held GROUP BY e.key_id ORDER BY e.key_id
+        )
+    INTO returned_holds, returned_micros, owners, v_keys, v_key_micros FROM refunded r;
+    UPDATE {SCHEMA}.api_keys k SET held_micros = GREATEST(0, k.held_micros - t.micros)
+    FROM unnest(v_keys, v_key_micros) AS t(id, micros) WHERE k.id = t.id;
+END
+$$;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """Schema versions in order; `gatewayz.schema_version` holds the ones applied."""

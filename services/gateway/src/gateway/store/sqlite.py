@@ -19,21 +19,36 @@ cannot let anyone overspend; `balance()` and a reservation that does not fit wri
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 from gateway.store.contract import (
+    BUDGET_PERIODS,
     DEMO_USER_ID,
+    KEY_COLUMNS,
+    AliasInUse,
+    ApiKey,
+    BudgetPeriod,
     Engine,
     Hold,
+    KeyRecord,
+    KeyRow,
     ModelUsage,
     User,
+    budget_exceeded,
+    default_alias,
     generate_key,
     hash_key,
+    iso,
+    key_expired,
+    key_revoked,
+    period_start,
     to_credits,
     to_micros,
 )
@@ -66,9 +81,49 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (user_id, model)
 );
 """
-MIGRATIONS = (_SCHEMA_V1,)
-"""Schema versions in order; `PRAGMA user_version` says how many a file has. Append, never edit one.
-(api_keys' implicit `rowid` is the key's id, so columns a key gains later are an `ALTER TABLE ... ADD`.)"""
+# Keys as objects (alias, budget, limits, allow-list, expiry, revocation, spend). The table is rebuilt with an
+# `id INTEGER PRIMARY KEY`: the implicit rowid it had may be renumbered by VACUUM, an alias of it never is.
+_SCHEMA_V2 = """
+CREATE TABLE api_keys_v2 (
+    id INTEGER PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_at TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    budget_micros INTEGER CHECK (budget_micros >= 0),
+    budget_period TEXT CHECK (budget_period IN ('daily', 'weekly', 'monthly')),
+    rpm INTEGER CHECK (rpm > 0),
+    tpm INTEGER CHECK (tpm > 0),
+    models TEXT,
+    expires_at TEXT,
+    revoked_at TEXT,
+    spend_micros INTEGER NOT NULL DEFAULT 0,
+    period_start TEXT,
+    last_used_at TEXT
+);
+INSERT INTO api_keys_v2 (id, key_hash, user_id, created_at, alias)
+    SELECT rowid, key_hash, user_id, created_at, 'key-' || substr(key_hash, 1, 8) FROM api_keys;
+DROP TABLE api_keys;
+ALTER TABLE api_keys_v2 RENAME TO api_keys;
+CREATE INDEX api_keys_user ON api_keys (user_id);
+CREATE UNIQUE INDEX api_keys_active_alias ON api_keys (alias) WHERE revoked_at IS NULL;
+"""
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+"""Schema versions in order; `PRAGMA user_version` says how many a file has. Append, never edit one."""
+_KEY_SELECT = (
+    "SELECT id, user_id, alias, created_at, budget_micros, budget_period, rpm, tpm, models, expires_at, "
+    "revoked_at, spend_micros, period_start, last_used_at FROM api_keys"
+)
+# The start of the key's budget period now (:day, :week, :month are those of the current time).
+_PERIOD = (
+    "(CASE budget_period WHEN 'daily' THEN :day WHEN 'weekly' THEN :week WHEN 'monthly' THEN :month END)"
+)
+_ROLLED = f"(budget_period IS NOT NULL AND (period_start IS NULL OR period_start < {_PERIOD}))"
+_WRITE_SPEND = (
+    f"UPDATE api_keys SET spend_micros = CASE WHEN {_ROLLED} THEN :amount ELSE spend_micros + :amount END, "  # noqa: S608 - constants
+    f"period_start = CASE WHEN {_ROLLED} THEN {_PERIOD} ELSE period_start END, last_used_at = :now "
+    "WHERE id = :id"
+)
 
 
 def migrate(connection: sqlite3.Connection) -> int:
@@ -83,6 +138,54 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _key_row(row: tuple[Any, ...]) -> KeyRow:
+    period: BudgetPeriod | None = row[5]
+    return KeyRow(
+        id=int(row[0]),
+        user_id=int(row[1]),
+        alias=str(row[2]),
+        created_at=_parse(row[3]) or datetime.min.replace(tzinfo=UTC),
+        budget_micros=row[4],
+        budget_period=period if period in BUDGET_PERIODS else None,
+        rpm=row[6],
+        tpm=row[7],
+        models=json.loads(row[8]) if row[8] is not None else None,
+        expires_at=_parse(row[9]),
+        revoked_at=_parse(row[10]),
+        spend_micros=int(row[11]),
+        period_start=_parse(row[12]),
+        last_used_at=_parse(row[13]),
+    )
+
+
+def _column_value(column: str, value: object) -> object:
+    """A `KEY_COLUMNS` value as SQLite stores it."""
+    if value is None:
+        return None
+    if column == "models":
+        return json.dumps(sorted(value))  # type: ignore[call-overload]
+    if column == "expires_at":
+        return iso(value)  # type: ignore[arg-type]
+    return value
+
+
+def _periods(now: datetime) -> dict[str, str]:
+    """The `:day`, `:week`, `:month` parameters of `_PERIOD`."""
+    return {
+        "day": iso(period_start("daily", now)),
+        "week": iso(period_start("weekly", now)),
+        "month": iso(period_start("monthly", now)),
+    }
+
+
 class UserStore:
     """The SQLite store; one connection, used from the event loop (each statement takes microseconds)."""
 
@@ -91,11 +194,20 @@ class UserStore:
         connection: sqlite3.Connection,
         flush_seconds: float = FLUSH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._db = connection
         self.flush_seconds = flush_seconds
         self._clock = clock
-        self._keys: dict[str, int] = {}
+        self._wall = wall
+        self._keys: dict[str, ApiKey] = {}
+        """Keys seen, by hash. One process per file: a change made here is the only change there is."""
+        self._key_hashes: dict[int, str] = {}
+        self._revoked: set[int] = set()
+        self._key_spend: dict[int, int] = {}
+        """Spend by key since the last commit (written with it, like usage); keys used for 0 too."""
+        self._key_held: dict[int, int] = {}
+        """Reservations in flight against each budgeted key: in memory, as none outlives the process."""
         self._usage: dict[tuple[int, str], list[int]] = {}
         self._refunds: dict[int, int] = {}
         self._began = 0.0
@@ -143,23 +255,124 @@ class UserStore:
     def add_key(self, user_id: int, key: str) -> None:
         """Let `key` act as `user_id` (idempotent)."""
         self._db.execute(
-            "INSERT OR IGNORE INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)",
-            (hash_key(key), user_id, _now()),
+            "INSERT OR IGNORE INTO api_keys (key_hash, user_id, created_at, alias) VALUES (?, ?, ?, ?)",
+            (hash_key(key), user_id, _now(), default_alias(key)),
         )
 
     def authenticate(self, key: str) -> int | None:
-        """The user `key` belongs to; known keys are remembered, so repeat callers cost no query."""
+        """The user a valid (not revoked, not expired) `key` belongs to."""
+        found = self.lookup(key)
+        if found is None or found.revoked or found.expired(self._wall().timestamp()):
+            return None
+        return found.user_id
+
+    def lookup(self, key: str) -> ApiKey | None:
+        """The key and its limits; known keys are remembered, so repeat callers cost no query."""
         digest = hash_key(key)
-        user_id = self._keys.get(digest)
-        if user_id is not None:
-            return user_id
-        row = self._db.execute("SELECT user_id FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
+        found = self._keys.get(digest)
+        if found is not None:
+            return found
+        row = self._db.execute(f"{_KEY_SELECT} WHERE key_hash = ?", (digest,)).fetchone()
         if row is None:
             return None
         if len(self._keys) >= _KEY_CACHE_SIZE:
             self._keys.clear()
-        self._keys[digest] = int(row[0])
-        return int(row[0])
+            self._key_hashes.clear()
+        found = _key_row(row).api_key()
+        self._keys[digest] = found
+        self._key_hashes[found.id] = digest
+        return found
+
+    def _forget(self, key_id: int) -> None:
+        digest = self._key_hashes.pop(key_id, None)
+        if digest is not None:
+            self._keys.pop(digest, None)
+
+    def _row(self, key_id: int) -> KeyRow | None:
+        if not _SQLITE_MIN_INT <= key_id <= _SQLITE_MAX_INT:
+            return None
+        row = self._db.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return _key_row(row) if row is not None else None
+
+    def _record(self, row: KeyRow) -> KeyRecord:
+        return row.record(self._wall())
+
+    def create_key(self, user_id: int, key: str, fields: Mapping[str, object]) -> KeyRecord:
+        """Insert a key with its alias and limits and commit at once (it is handed out right away)."""
+        columns = {name: _column_value(name, value) for name, value in fields.items() if name in KEY_COLUMNS}
+        if columns.get("budget_period") is not None:
+            columns["period_start"] = iso(period_start(columns["budget_period"], self._wall()))  # type: ignore[arg-type]
+        names = ["key_hash", "user_id", "created_at", *columns]
+        self._begin()
+        try:
+            cursor = self._db.execute(
+                f"INSERT INTO api_keys ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608 - names from KEY_COLUMNS
+                (hash_key(key), user_id, _now(), *columns.values()),
+            )
+        except sqlite3.IntegrityError as exc:
+            self.flush()
+            raise AliasInUse(str(fields.get("alias"))) from exc
+        self.flush()
+        row = self._row(int(cursor.lastrowid or 0))
+        assert row is not None  # noqa: S101 - just inserted
+        return self._record(row)
+
+    def keys(self, user_id: int | None, limit: int, offset: int) -> list[KeyRecord]:
+        """Keys by id, of one user when given (spend not yet committed written first)."""
+        self._write_key_spend()
+        if user_id is None:
+            rows = self._db.execute(f"{_KEY_SELECT} ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
+        elif not _SQLITE_MIN_INT <= user_id <= _SQLITE_MAX_INT:
+            return []
+        else:
+            rows = self._db.execute(
+                f"{_KEY_SELECT} WHERE user_id = ? ORDER BY id LIMIT ? OFFSET ?", (user_id, limit, offset)
+            )
+        return [self._record(_key_row(row)) for row in rows.fetchall()]
+
+    def key(self, key_id: int) -> KeyRecord | None:
+        """One key (spend not yet committed written first)."""
+        self._write_key_spend()
+        row = self._row(key_id)
+        return self._record(row) if row is not None else None
+
+    def update_key(self, key_id: int, fields: Mapping[str, object]) -> KeyRecord | None:
+        """Change a key's alias or limits, committed at once; the next request uses them."""
+        row = self._row(key_id)
+        if row is None:
+            return None
+        columns = {name: _column_value(name, value) for name, value in fields.items() if name in KEY_COLUMNS}
+        period = columns.get("budget_period")
+        if period is not None and period != row.budget_period:
+            # The spend so far counts in the period that begins now.
+            columns["period_start"] = iso(period_start(period, self._wall()))  # type: ignore[arg-type]
+            columns["spend_micros"] = row.spend(self._wall()) + self._key_spend.pop(key_id, 0)
+        if columns:
+            self._begin()
+            try:
+                self._db.execute(
+                    f"UPDATE api_keys SET {', '.join(f'{name} = ?' for name in columns)} WHERE id = ?",  # noqa: S608 - names from KEY_COLUMNS
+                    (*columns.values(), key_id),
+                )
+            except sqlite3.IntegrityError as exc:
+                self.flush()
+                raise AliasInUse(str(fields.get("alias"))) from exc
+            self.flush()
+        self._forget(key_id)
+        return self.key(key_id)
+
+    def revoke_key(self, key_id: int) -> KeyRecord | None:
+        """Mark the key revoked (the first time only), committed at once; refused from now on."""
+        if self._row(key_id) is None:
+            return None
+        self._begin()
+        self._db.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
+        )
+        self.flush()
+        self._revoked.add(key_id)
+        self._forget(key_id)
+        return self.key(key_id)
 
     def user(self, user_id: int) -> User | None:
         """The public profile; None also for ids no SQLite INTEGER can hold."""
@@ -189,15 +402,52 @@ class UserStore:
             for model, requests, prompt, completion, micros in rows
         ]
 
-    def reserve(self, user_id: int, micros: int) -> bool:
-        """Hold `micros` against the balance in one conditional UPDATE; False when the balance is short."""
+    def reserve(self, user_id: int, micros: int, key: ApiKey | None = None) -> bool:
+        """Hold `micros` against the balance in one conditional UPDATE; False when the balance is short.
+
+        With a budgeted `key`, its spend (the period's, plus what is not yet written and what is held) must
+        leave room for `micros` too, else `KeyRefused`; so must a key revoked or expired meanwhile.
+        """
+        budgeted = key is not None and key.budget_micros is not None
+        if key is not None:
+            self._check_key(key, micros, budgeted=budgeted)
         self._begin()
         reserved = self._hold(user_id, micros)
         if not reserved and self._refunds.get(user_id):
             self._write_refunds()  # what is owed back may be what is missing
             reserved = self._hold(user_id, micros)
+        if reserved and key is not None and budgeted:
+            self._key_held[key.id] = self._key_held.get(key.id, 0) + micros
         self._commit_if_due()
         return reserved
+
+    def _check_key(self, key: ApiKey, micros: int, *, budgeted: bool) -> None:
+        if key.id in self._revoked:
+            raise key_revoked()
+        if key.expired(self._wall().timestamp()):
+            raise key_expired()
+        if not budgeted:
+            return
+        row = self._row(key.id)
+        if row is None or row.revoked_at is not None:
+            raise key_revoked()
+        if row.expires_at is not None and row.expires_at <= self._wall():
+            raise key_expired()
+        if row.budget_micros is None:
+            return
+        spent = row.spend(self._wall()) + self._key_spend.get(key.id, 0) + self._key_held.get(key.id, 0)
+        if spent + micros > row.budget_micros:
+            raise budget_exceeded(row.alias, micros)
+
+    def _key_settled(self, key_id: int, held: int, charged: int) -> None:
+        """A hold of `key_id` ended: it no longer counts against the budget, what it charged is spent."""
+        if held:
+            left = self._key_held.get(key_id, 0) - held
+            if left > 0:
+                self._key_held[key_id] = left
+            else:
+                self._key_held.pop(key_id, None)
+        self._key_spend[key_id] = self._key_spend.get(key_id, 0) + charged
 
     def _hold(self, user_id: int, micros: int) -> bool:
         cursor = self._db.execute(
@@ -206,9 +456,11 @@ class UserStore:
         )
         return cursor.rowcount == 1
 
-    def release(self, user_id: int, micros: int) -> None:
+    def release(self, user_id: int, micros: int, key_id: int = 0, *, key_held: bool = False) -> None:
         """Give a reservation back whole (the call failed); written with the next commit."""
         self._refund(user_id, micros)
+        if key_id:
+            self._key_settled(key_id, micros if key_held else 0, 0)
         self._commit_if_due()
 
     def _refund(self, user_id: int, micros: int) -> None:
@@ -224,6 +476,8 @@ class UserStore:
         cost: int,
         prompt_tokens: int,
         completion_tokens: int,
+        key_id: int = 0,
+        key_held: bool = False,
     ) -> int:
         """Turn a reservation into the actual `cost` and record usage; the micro-credits actually charged.
 
@@ -255,6 +509,8 @@ class UserStore:
             totals[1] += prompt_tokens
             totals[2] += completion_tokens
             totals[3] += charged
+        if key_id:
+            self._key_settled(key_id, reserved if key_held else 0, charged)
         self._commit_if_due()
         return charged
 
@@ -293,10 +549,22 @@ class UserStore:
             [(micros, user_id) for user_id, micros in refunds.items()],
         )
 
+    def _write_key_spend(self) -> None:
+        if not self._key_spend:
+            return
+        spend, self._key_spend = self._key_spend, {}
+        now = self._wall()
+        common = {**_periods(now), "now": iso(now)}
+        self._begin()
+        self._db.executemany(
+            _WRITE_SPEND, [{**common, "id": key_id, "amount": amount} for key_id, amount in spend.items()]
+        )
+
     def flush(self) -> None:
-        """Write summed usage and refunds, and commit the open write transaction, if any."""
+        """Write summed usage, refunds and key spend, and commit the open write transaction, if any."""
         self._write_usage()
         self._write_refunds()
+        self._write_key_spend()
         if self._db.in_transaction:
             self._db.execute("COMMIT")
 
@@ -329,8 +597,32 @@ class SqliteStore:
         self.core.add_key(user_id, key)
 
     async def authenticate(self, key: str) -> int | None:
-        """The user `key` belongs to (known keys are remembered in memory)."""
+        """The user a valid `key` belongs to (known keys are remembered in memory)."""
         return self.core.authenticate(key)
+
+    async def lookup(self, key: str) -> ApiKey | None:
+        """The key and its limits (remembered in memory)."""
+        return self.core.lookup(key)
+
+    async def create_key(self, user_id: int, key: str, fields: Mapping[str, object]) -> KeyRecord:
+        """A new key, committed at once."""
+        return self.core.create_key(user_id, key, fields)
+
+    async def keys(self, user_id: int | None, limit: int, offset: int) -> list[KeyRecord]:
+        """Keys by id."""
+        return self.core.keys(user_id, limit, offset)
+
+    async def key(self, key_id: int) -> KeyRecord | None:
+        """One key."""
+        return self.core.key(key_id)
+
+    async def update_key(self, key_id: int, fields: Mapping[str, object]) -> KeyRecord | None:
+        """Change a key's alias or limits, committed at once."""
+        return self.core.update_key(key_id, fields)
+
+    async def revoke_key(self, key_id: int) -> KeyRecord | None:
+        """Revoke a key, committed at once."""
+        return self.core.revoke_key(key_id)
 
     async def user(self, user_id: int) -> User | None:
         """The public profile."""
@@ -344,16 +636,22 @@ class SqliteStore:
         """Usage by model, most credits first."""
         return self.core.usage(user_id)
 
-    async def reserve(self, user_id: int, micros: int) -> Hold | None:
-        """One conditional UPDATE; None when the balance is short."""
+    async def reserve(self, user_id: int, micros: int, key: ApiKey | None = None) -> Hold | None:
+        """One conditional UPDATE (and the key's budget checked); None when the balance is short."""
         started = perf_counter()
-        reserved = self.core.reserve(user_id, micros)
-        self._duration["reserve"].observe(perf_counter() - started)
-        return Hold(user_id, micros) if reserved else None
+        try:
+            reserved = self.core.reserve(user_id, micros, key)
+        finally:
+            self._duration["reserve"].observe(perf_counter() - started)
+        if not reserved:
+            return None
+        if key is None:
+            return Hold(user_id, micros)
+        return Hold(user_id, micros, key_id=key.id, key_held=key.budget_micros is not None)
 
     async def release(self, hold: Hold) -> None:
         """Give the hold back whole, with the next commit."""
-        self.core.release(hold.user_id, hold.micros)
+        self.core.release(hold.user_id, hold.micros, hold.key_id, key_held=hold.key_held)
 
     async def settle(
         self, hold: Hold, model: str, *, cost: int, prompt_tokens: int, completion_tokens: int
@@ -367,6 +665,8 @@ class SqliteStore:
             cost=cost,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            key_id=hold.key_id,
+            key_held=hold.key_held,
         )
         self._duration["settle"].observe(perf_counter() - started)
         return charged
