@@ -7,11 +7,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from prometheus_client import CollectorRegistry
 from fake_upstream import FakeUpstream
 from gateway_testing import ADMIN_KEY, UPSTREAM_KEY, USER_KEY
 from litestar import Litestar
 from litestar.testing import TestClient
+from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings

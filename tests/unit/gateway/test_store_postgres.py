@@ -200,7 +200,7 @@ class TestKeysAcrossReplicas:
             await asyncio.sleep(0.005)
         assert b._listener is None or b._listener.is_closed()
         # A change whose notification B cannot hear (written without NOTIFY, e.g. by hand in psql).
-        await rows(url, f"UPDATE gatewayz.api_keys SET rpm = 9 WHERE id = {record.id}")
+        await rows(url, f"UPDATE gatewayz.api_keys SET rpm = 9 WHERE id = {record.id}")  # noqa: S608 - an int
         assert (await b.lookup("test-key-listen")).rpm == 9
         await b.maintain()
         assert b._listener is not None
