@@ -212,7 +212,7 @@ class TestKeysAcrossReplicas:
         """Two replicas reserve against one budget: never more than it; a dead replica's hold stops
         counting against the budget once it is returned."""
         url = postgres.create_database()
-        a, b = await open_replicas(url, 2, hold_seconds=1.0)
+        a, b, reaper = await open_replicas(url, 3, hold_seconds=1.0)
         await a.ensure_demo_user(100.0, "test-bootstrap-key")
         await a.create_key(1, "test-key-budget", {"alias": "budget", "budget_micros": to_micros(5)})
         keys = [await replica.lookup("test-key-budget") for replica in (a, b)]
@@ -228,15 +228,15 @@ class TestKeysAcrossReplicas:
         assert len(granted) == 5
         (held,) = await rows(url, "SELECT held_micros FROM gatewayz.api_keys WHERE alias = 'budget'")
         assert held["held_micros"] == to_micros(5)
-        await asyncio.sleep(1.1)  # a and b stop renewing: both "died"; a returns the expired holds
+        await asyncio.sleep(1.1)  # a and b never renew: both "died"; the third replica returns their holds
         for _ in range(2):
-            await a.maintain()
+            await reaper.maintain()
         (held,) = await rows(
             url, "SELECT held_micros, spend_micros FROM gatewayz.api_keys WHERE alias = 'budget'"
         )
         assert (held["held_micros"], held["spend_micros"]) == (0, 0)
-        assert await a.reserve(1, to_micros(5.0), keys[0]) is not None
-        for store in (a, b):
+        assert await reaper.reserve(1, to_micros(5.0), await reaper.lookup("test-key-budget")) is not None
+        for store in (a, b, reaper):
             await store.close()
 
 

@@ -14,6 +14,8 @@ from loguru import logger
 from gateway.cache import COMPLETIONS_CACHE, Cache, CompletionCache, InProcessCache
 from gateway.inference import InferenceService
 from gateway.inference_metrics import InferenceMetrics
+from gateway.keys import KeyGuard
+from gateway.limits import InProcessLimiter, Limiter, RedisLimiter
 from gateway.providers.base import Provider
 from gateway.providers.catalog import Catalog, CatalogError, load_catalog
 from gateway.providers.health import ProviderHealth
@@ -22,6 +24,7 @@ from gateway.providers.openai import OpenAIProvider, create_http_client
 from gateway.providers.router import Router
 from gateway.redis_cache import RedisCompletionCache
 from gateway.routes.chat import chat_completions
+from gateway.routes.keys import KEY_ROUTES
 from gateway.routes.models import list_models
 from gateway.routes.probes import ready
 from gateway.routes.users import get_user
@@ -54,6 +57,7 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
     metrics = InferenceMetrics(telemetry.registry, catalog, health_by_provider)
     store_metrics = StoreMetrics(telemetry.registry, "postgresql" if settings.database_url else "sqlite")
     redis = SharedRedis(settings.redis_url, telemetry.registry) if settings.redis_url else None
+    limiter: Limiter = RedisLimiter(redis) if redis is not None else InProcessLimiter()
     cache: Cache
     if redis is not None:
         cache = RedisCompletionCache(
@@ -95,7 +99,13 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
         if isinstance(cache, RedisCompletionCache):
             background.append(asyncio.create_task(_refresh_periodically(cache)))
         app.state.services = GatewayServices(
-            settings=settings, catalog=catalog, store=store, inference=inference, cache=cache, redis=redis
+            settings=settings,
+            catalog=catalog,
+            store=store,
+            inference=inference,
+            cache=cache,
+            keys=KeyGuard(store, limiter, catalog, telemetry.registry),
+            redis=redis,
         )
         logger.info(
             "Gateway ready",
@@ -122,6 +132,7 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
             chat_completions,
             list_models,
             get_user,
+            *KEY_ROUTES,
         ],
         lifespan=[telemetry.lifespan, gateway_lifespan],
         logging_config=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from opentelemetry import trace
@@ -19,6 +19,9 @@ from gateway.schema import ENCODER, ChatCompletionRequest
 from gateway.store import Hold, Store, to_credits
 from gateway.tokens import count_prompt_tokens
 from telemetry.errors import ApiError, error_body
+
+if TYPE_CHECKING:
+    from gateway.keys import Caller
 
 _MODEL_ECHO_LIMIT = 64
 T = TypeVar("T")
@@ -77,25 +80,27 @@ class InferenceService:
             )
         return routes
 
-    async def _reserve(self, user_id: int, request: ChatCompletionRequest, routes: tuple[Route, ...]) -> Hold:
-        """Hold the worst case across the routes: the prompt plus the full output limit."""
+    async def _reserve(
+        self, caller: Caller, request: ChatCompletionRequest, routes: tuple[Route, ...]
+    ) -> Hold:
+        """Hold the worst case across the routes (prompt plus whole output limit) and the key's budget."""
         prompt_tokens = count_prompt_tokens(request.messages)
         micros = max(
             cost_micros(route.model, prompt_tokens, request.output_limit or route.model.max_output_tokens)
             for route in routes
         )
-        hold = await self._store.reserve(user_id, micros)
+        hold = await self._store.reserve(caller.user_id, micros, caller.key)
         if hold is None:
             raise ApiError(
                 402,
                 f"insufficient credits: this request may cost up to {to_credits(micros)} credits, "
-                f"the balance is {await self._store.balance(user_id)}",
+                f"the balance is {await self._store.balance(caller.user_id)}",
                 code="insufficient_credits",
             )
         return hold
 
     async def complete(
-        self, user_id: int, request: ChatCompletionRequest, *, cache_opt_in: bool
+        self, caller: Caller, request: ChatCompletionRequest, *, cache_opt_in: bool
     ) -> CompletionResult:
         """A non-streaming completion, from the cache when allowed and present."""
         started = perf_counter()
@@ -105,7 +110,7 @@ class InferenceService:
             key = cache_key(request)
             if (cached := await self._cache.get(key)) is not None:
                 self._log(
-                    user_id,
+                    caller,
                     cached.provider,
                     cached.model,
                     "success",
@@ -116,9 +121,9 @@ class InferenceService:
                     cache_hit=True,
                 )
                 return CompletionResult(cached.body, cache_hit=True)
-        reserved = await self._reserve(user_id, request, routes)
+        reserved = await self._reserve(caller, request, routes)
         call, completion = await self._routed(
-            user_id, request, reserved, started, lambda: self._router.complete(request, routes)
+            caller, request, reserved, started, lambda: self._router.complete(request, routes)
         )
         charged_credits = await self._charge(
             call, reserved, completion.prompt_tokens, completion.completion_tokens
@@ -134,7 +139,7 @@ class InferenceService:
                 completion_tokens=completion.completion_tokens,
             )
         self._log(
-            user_id,
+            caller,
             provider,
             model,
             "success",
@@ -146,24 +151,24 @@ class InferenceService:
         )
         return CompletionResult(completion.body, cache_hit=False)
 
-    async def stream(self, user_id: int, request: ChatCompletionRequest) -> AsyncIterator[bytes]:
+    async def stream(self, caller: Caller, request: ChatCompletionRequest) -> AsyncIterator[bytes]:
         """Open a stream (failing over until its first event) and return its SSE events, `[DONE]` last."""
         started = perf_counter()
         routes = self._routes(request)
-        reserved = await self._reserve(user_id, request, routes)
+        reserved = await self._reserve(caller, request, routes)
         call, stream = await self._routed(
-            user_id,
+            caller,
             request,
             reserved,
             started,
             lambda: self._router.open_stream(request, routes),
             stream=True,
         )
-        return self._relay(user_id, call, stream, reserved, started)
+        return self._relay(caller, call, stream, reserved, started)
 
     async def _routed(
         self,
-        user_id: int,
+        caller: Caller,
         request: ChatCompletionRequest,
         reserved: Hold,
         started: float,
@@ -177,7 +182,7 @@ class InferenceService:
         except ProviderError as exc:
             await self._store.release(reserved)
             self._log(
-                user_id,
+                caller,
                 exc.provider,
                 request.model,
                 exc.status,
@@ -195,7 +200,7 @@ class InferenceService:
             raise
 
     async def _relay(
-        self, user_id: int, call: Call, stream: CompletionStream, reserved: Hold, started: float
+        self, caller: Caller, call: Call, stream: CompletionStream, reserved: Hold, started: float
     ) -> AsyncIterator[bytes]:
         """Pass events on; once the stream ends (or breaks, or the client leaves) settle and record it."""
         status: CallStatus = "success"
@@ -234,7 +239,7 @@ class InferenceService:
                     call, reserved, stream.prompt_tokens, stream.completion_tokens
                 )
             self._log(
-                user_id,
+                caller,
                 call.route.provider.name,
                 call.route.model.id,
                 status,
@@ -249,7 +254,7 @@ class InferenceService:
 
     def _log(
         self,
-        user_id: int,
+        caller: Caller,
         provider: str,
         model: str,
         status: CallStatus,
@@ -263,7 +268,11 @@ class InferenceService:
         stream: bool = False,
         error: str | None = None,
     ) -> None:
-        """The one JSON line per inference, with the request's trace ids."""
+        """The one JSON line per inference, with the request's trace ids; the key's limits learn its tokens.
+
+        `key_alias`, `key_id` and `user_id` make spend and tokens by key LogQL queries (never metric labels).
+        """
+        caller.finished(0 if cache_hit else prompt_tokens + completion_tokens)
         fields: dict[str, Any] = {
             "provider": provider,
             "model": model[:_MODEL_ECHO_LIMIT],
@@ -274,7 +283,9 @@ class InferenceService:
             "cache_hit": cache_hit,
             "stream": stream,
             "attempts": attempts,
-            "user_id": user_id,
+            "user_id": caller.user_id,
+            "key_alias": caller.key.alias,
+            "key_id": caller.key.id,
             "duration_ms": round((perf_counter() - started) * 1_000_000) / 1000,  # to the µs
         }
         if error is not None:

@@ -42,14 +42,17 @@ class EventStream:
     complete stream: the iterator's own clean-up (settling credits, the inference line) runs either way.
     """
 
-    __slots__ = ("_events",)
+    __slots__ = ("_events", "_headers")
 
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self, events: AsyncIterator[bytes], extra_headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self._events = events
+        self._headers = [*_SSE_HEADERS, *extra_headers] if extra_headers else _SSE_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 - ASGI's signature
         """Send the head, then each block as it comes, then the end of the body."""
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - ASGI apps run in a task
         left = False

@@ -8,6 +8,7 @@ from litestar.connection import ASGIConnection
 
 from gateway.cache import Cache
 from gateway.inference import InferenceService
+from gateway.keys import KeyGuard
 from gateway.providers.catalog import Catalog
 from gateway.settings import GatewaySettings
 from gateway.store import Store
@@ -16,13 +17,14 @@ from telemetry.shared_redis import SharedRedis
 
 @dataclass(frozen=True, slots=True)
 class GatewayServices:
-    """Settings, catalog, user store, cache and inference, as handlers need them."""
+    """Settings, catalog, user store, cache, inference and the key checks, as handlers need them."""
 
     settings: GatewaySettings
     catalog: Catalog
     store: Store
     inference: InferenceService
     cache: Cache
+    keys: KeyGuard
     redis: SharedRedis | None = None
 
 

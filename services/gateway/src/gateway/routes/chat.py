@@ -8,7 +8,7 @@ import msgspec
 from litestar import Request, post
 from litestar.types import ASGIApp
 
-from gateway.auth import bearer_key, header, unauthorized
+from gateway.auth import header
 from gateway.responses import EventStream, JsonAnswer
 from gateway.schema import REQUEST_DECODER, describe_validation_error
 from gateway.services import services
@@ -26,6 +26,7 @@ CHAT_ERRORS = error_responses(
     400,
     401,
     402,
+    403,
     404,
     429,
     502,
@@ -33,10 +34,11 @@ CHAT_ERRORS = error_responses(
     504,
     why={
         400: "The body is not a valid chat completion request (the message names the field).",
-        401: "The API key is missing or wrong.",
-        402: "The user's credits cannot cover the request's worst case.",
+        401: "The API key is missing, wrong, revoked or expired.",
+        402: "The user's credits, or the key's budget, cannot cover the request's worst case.",
+        403: "The key's model allow-list does not name the model.",
         404: "The model is not in the catalog.",
-        429: "The provider is rate limiting.",
+        429: "The key is over its requests or tokens per minute (Retry-After), or the provider is limiting.",
         502: "Every provider for the model failed or answered garbage.",
         503: "The user store (PostgreSQL) cannot be reached; nothing was charged.",
         504: "The provider timed out.",
@@ -46,20 +48,25 @@ CHAT_ERRORS = error_responses(
 
 @post("/v1/chat/completions", tags=["inference"], status_code=200, responses=CHAT_ERRORS)
 async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
-    """A completion for the caller's key; `stream: true` answers as server-sent events."""
+    """A completion for the caller's key; `stream: true` answers as server-sent events.
+
+    A key with rpm/tpm gets OpenAI's `x-ratelimit-*` headers on every answer, errors included.
+    """
     gateway = services(request)
-    key = bearer_key(request)
-    if not key:
-        raise unauthorized("missing API key: send Authorization: Bearer <key>")
-    user_id = await gateway.store.authenticate(key)
-    if user_id is None:
-        raise unauthorized("invalid API key")
+    caller = await gateway.keys.caller(request)
+    model = None
     try:
-        chat = REQUEST_DECODER.decode(await request.body())
-    except msgspec.MsgspecError as exc:
-        raise ApiError(400, describe_validation_error(exc), code="invalid_request_body") from None
-    if chat.stream:
-        return EventStream(await gateway.inference.stream(user_id, chat))
-    opted_in = (header(request, _CACHE_HEADER_NAME) or "").lower() in _TRUE
-    result = await gateway.inference.complete(user_id, chat, cache_opt_in=opted_in)
-    return JsonAnswer(result.body, [_CACHE_HIT if result.cache_hit else _CACHE_MISS])
+        try:
+            chat = REQUEST_DECODER.decode(await request.body())
+        except msgspec.MsgspecError as exc:
+            raise ApiError(400, describe_validation_error(exc), code="invalid_request_body") from None
+        model = chat.model
+        await gateway.keys.admit(caller, chat)
+        if chat.stream:
+            return EventStream(await gateway.inference.stream(caller, chat), caller.headers())
+        opted_in = (header(request, _CACHE_HEADER_NAME) or "").lower() in _TRUE
+        result = await gateway.inference.complete(caller, chat, cache_opt_in=opted_in)
+    except ApiError as exc:
+        await gateway.keys.failed(caller, exc, model)
+        raise
+    return JsonAnswer(result.body, [_CACHE_HIT if result.cache_hit else _CACHE_MISS, *caller.headers()])

@@ -1,0 +1,303 @@
+"""Requests and tokens per minute for each key: token buckets, in-process or shared by every replica in Redis.
+
+A key with `rpm` has a bucket of `rpm` requests that refills continuously at `rpm` per minute; with `tpm`, a
+bucket of `tpm` tokens refilling at `tpm` per minute. A request is admitted only when both have room — one
+request, and its worst case in tokens (the prompt plus the output limit, what credits reserve too) — and then
+takes it from both at once. When the call ends the tokens it did not use go back (a cache hit or a failed call
+gives them all back). So over any minute a key gets at most its limit plus what refilled meanwhile, never a
+burst beyond the bucket, and the OpenAI headers follow from the buckets: `remaining` is what is in a bucket,
+`reset` the time until it is full again (OpenAI's meaning: "until the limit resets to its initial state"),
+`Retry-After` the time until the refused request would fit.
+
+With `REDIS_URL` the buckets live in Redis (one hash per key and kind, Redis' clock, expiring once full) and a
+Lua script checks and takes both in one atomic step, so N requests spread over any number of replicas never
+get more than one bucket allows. Redis down: each replica falls back to its own in-process buckets (the limit
+then holds per replica: at most replicas times the limit), counted in `redis_unavailable_total{operation=
+"rate_limit"}` and logged once per 10 s, never refusing a request because Redis is away.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gateway.store import ApiKey
+from telemetry.shared_redis import REDIS_ERRORS, SharedRedis
+
+WINDOW_SECONDS = 60.0
+"""Limits are per minute: an empty bucket is full again after this long."""
+Kind = Literal["requests", "tokens"]
+_PRUNE_EVERY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One limit's state after a decision: its size, what is left, and seconds until it is full."""
+
+    limit: int
+    level: float
+
+    @property
+    def remaining(self) -> int:
+        """Whole units left (`x-ratelimit-remaining-*`)."""
+        return max(0, math.floor(self.level))
+
+    @property
+    def reset_seconds(self) -> float:
+        """Until the bucket is full again (`x-ratelimit-reset-*`)."""
+        return max(0.0, (self.limit - self.level) * WINDOW_SECONDS / self.limit)
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` fits (infinite when it is larger than the bucket)."""
+        if amount > self.limit:
+            return math.inf
+        return max(0.0, (amount - self.level) * WINDOW_SECONDS / self.limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a request was admitted, the buckets afterwards, and (refused) what was short."""
+
+    admitted: bool
+    requests: Bucket | None
+    tokens: Bucket | None
+    tokens_wanted: int
+    shared: bool
+    """Decided in Redis (every replica's buckets) rather than this process's."""
+
+    @property
+    def exceeded(self) -> Kind | None:
+        """The limit that refused the request (requests first), None when admitted."""
+        if self.admitted:
+            return None
+        if self.requests is not None and self.requests.level < 1:
+            return "requests"
+        return "tokens"
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the refused request would fit; infinite if its tokens never can."""
+        waits = [0.0]
+        if self.requests is not None and self.requests.level < 1:
+            waits.append(self.requests.wait_for(1))
+        if self.tokens is not None and self.tokens.level < self.tokens_wanted:
+            waits.append(self.tokens.wait_for(self.tokens_wanted))
+        return max(waits)
+
+
+class Limiter(Protocol):
+    """Takes a request and its worst-case tokens from a key's buckets, and gives unused tokens back."""
+
+    async def acquire(self, key: ApiKey, tokens: int) -> Decision:
+        """Admit (and take) or refuse; a key without limits is always admitted with no buckets."""
+        ...
+
+    async def peek(self, key: ApiKey) -> Decision:
+        """The buckets as they are, nothing taken (for the headers of a request refused before admission)."""
+        ...
+
+    async def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
+        """Return `tokens` to the key's tokens bucket (what the call did not use)."""
+        ...
+
+
+def _capacities(key: ApiKey) -> tuple[int, int]:
+    return key.rpm or 0, key.tpm or 0
+
+
+class InProcessLimiter:
+    """Buckets in this process's memory (`REDIS_URL` unset, or Redis down); used from the event loop only."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[tuple[int, Kind], tuple[float, float]] = {}
+        """(key id, kind) → (level, when it was that level)."""
+        self._writes = 0
+
+    def _level(self, key_id: int, kind: Kind, limit: int, now: float) -> float:
+        entry = self._buckets.get((key_id, kind))
+        if entry is None:
+            return float(limit)
+        level, at = entry
+        return min(float(limit), level + (now - at) * limit / WINDOW_SECONDS)
+
+    def _set(self, key_id: int, kind: Kind, level: float, now: float) -> None:
+        self._buckets[key_id, kind] = (level, now)
+        self._writes += 1
+        if self._writes % _PRUNE_EVERY == 0:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets untouched for a whole window: they are full again, as a missing bucket is."""
+        stale = [name for name, (_, at) in self._buckets.items() if now - at >= WINDOW_SECONDS]
+        for name in stale:
+            del self._buckets[name]
+
+    def decide(self, key: ApiKey, tokens: int, *, take: bool) -> Decision:
+        """The decision and its buckets, synchronously."""
+        rpm, tpm = _capacities(key)
+        now = self._clock()
+        requests = self._level(key.id, "requests", rpm, now) if rpm else None
+        available = self._level(key.id, "tokens", tpm, now) if tpm else None
+        admitted = (requests is None or requests >= 1) and (available is None or available >= tokens)
+        if admitted and take:
+            if requests is not None:
+                requests -= 1
+                self._set(key.id, "requests", requests, now)
+            if available is not None:
+                available -= tokens
+                self._set(key.id, "tokens", available, now)
+        return Decision(
+            admitted=admitted,
+            requests=Bucket(rpm, requests) if requests is not None else None,
+            tokens=Bucket(tpm, available) if available is not None else None,
+            tokens_wanted=tokens,
+            shared=False,
+        )
+
+    async def acquire(self, key: ApiKey, tokens: int) -> Decision:
+        """Admit and take, or refuse."""
+        return self.decide(key, tokens, take=True)
+
+    async def peek(self, key: ApiKey) -> Decision:
+        """The buckets, nothing taken."""
+        return self.decide(key, 0, take=False)
+
+    async def give_back(self, key: ApiKey, tokens: int, *, shared: bool = False) -> None:  # noqa: ARG002 - the protocol's
+        """Return unused tokens (never above the bucket's size)."""
+        self.refund(key, tokens)
+
+    def refund(self, key: ApiKey, tokens: int) -> None:
+        """Return unused tokens, synchronously."""
+        if not key.tpm or tokens <= 0:
+            return
+        now = self._clock()
+        level = self._level(key.id, "tokens", key.tpm, now)
+        self._set(key.id, "tokens", min(float(key.tpm), level + tokens), now)
+
+
+# KEYS: requests bucket, tokens bucket. ARGV: rpm (0: none), tpm (0: none), tokens wanted, 1 take / 0 peek.
+# Returns {admitted 1/0, requests level, tokens level} (levels as strings: Lua numbers would be truncated).
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local window = 60000
+local function level(key, limit)
+    local v = redis.call('HMGET', key, 'l', 't')
+    if not v[1] then
+        return limit
+    end
+    return math.min(limit, tonumber(v[1]) + (now - tonumber(v[2])) * limit / window)
+end
+local function store(key, limit, value)
+    redis.call('HSET', key, 'l', string.format('%.6f', value), 't', string.format('%.3f', now))
+    redis.call('PEXPIRE', key, math.ceil((limit - value) * window / limit) + 1000)
+end
+local rpm, tpm, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local requests, tokens = -1, -1
+if rpm > 0 then
+    requests = level(KEYS[1], rpm)
+end
+if tpm > 0 then
+    tokens = level(KEYS[2], tpm)
+end
+local admitted = (rpm == 0 or requests >= 1) and (tpm == 0 or tokens >= wanted)
+if admitted and ARGV[4] == '1' then
+    if rpm > 0 then
+        requests = requests - 1
+        store(KEYS[1], rpm, requests)
+    end
+    if tpm > 0 then
+        tokens = tokens - wanted
+        store(KEYS[2], tpm, tokens)
+    end
+end
+return {admitted and 1 or 0, string.format('%.6f', requests), string.format('%.6f', tokens)}
+"""
+# KEYS: tokens bucket. ARGV: tpm, tokens to give back. Returns the new level.
+_GIVE_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local limit, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 'l', 't')
+if not v[1] then
+    return tostring(limit)
+end
+local value = math.min(limit, tonumber(v[1]) + (now - tonumber(v[2])) * limit / 60000 + amount)
+redis.call('HSET', KEYS[1], 'l', string.format('%.6f', value), 't', string.format('%.3f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((limit - value) * 60000 / limit) + 1000)
+return string.format('%.6f', value)
+"""
+_OPERATION = "rate_limit"
+
+
+def _names(key_id: int) -> list[str]:
+    # One hash tag per key: both buckets on one Redis Cluster slot, so one script may touch both.
+    return [f"gatewayz:limit:{{{key_id}}}:requests", f"gatewayz:limit:{{{key_id}}}:tokens"]
+
+
+class RedisLimiter:
+    """The buckets in Redis, shared by every replica; this process's buckets while Redis is down."""
+
+    def __init__(self, redis: SharedRedis, fallback: InProcessLimiter | None = None) -> None:
+        self._redis = redis
+        self.fallback = fallback or InProcessLimiter()
+        self._acquire = redis.client.register_script(_ACQUIRE)
+        self._give_back = redis.client.register_script(_GIVE_BACK)
+
+    async def _decide(self, key: ApiKey, tokens: int, *, take: bool) -> Decision:
+        rpm, tpm = _capacities(key)
+        if not self._redis.available(_OPERATION):
+            return self.fallback.decide(key, tokens, take=take)
+        try:
+            admitted, requests, available = await self._acquire(
+                keys=_names(key.id), args=[rpm, tpm, tokens, 1 if take else 0]
+            )
+        except REDIS_ERRORS as exc:
+            self._redis.failure(_OPERATION, exc)
+            return self.fallback.decide(key, tokens, take=take)
+        self._redis.success()
+        return Decision(
+            admitted=int(admitted) == 1,
+            requests=Bucket(rpm, float(requests)) if rpm else None,
+            tokens=Bucket(tpm, float(available)) if tpm else None,
+            tokens_wanted=tokens,
+            shared=True,
+        )
+
+    async def acquire(self, key: ApiKey, tokens: int) -> Decision:
+        """One script call: admit and take from both buckets, or refuse."""
+        return await self._decide(key, tokens, take=True)
+
+    async def peek(self, key: ApiKey) -> Decision:
+        """The buckets, nothing taken."""
+        return await self._decide(key, 0, take=False)
+
+    async def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
+        """Return unused tokens where they were taken; lost (the bucket refills anyway) if Redis fails."""
+        if not key.tpm or tokens <= 0:
+            return
+        if not shared:
+            self.fallback.refund(key, tokens)
+            return
+        if not self._redis.available(_OPERATION):
+            return
+        try:
+            await self._give_back(keys=_names(key.id)[1:], args=[key.tpm, tokens])
+        except REDIS_ERRORS as exc:
+            self._redis.failure(_OPERATION, exc)
+            return
+        self._redis.success()
+
+
+def duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: `20ms`, `1s`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 3):g}s"
