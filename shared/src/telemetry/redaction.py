@@ -24,6 +24,8 @@ _SECRET_WORDS = frozenset(
         "bearer",
     }
 )
+# Names that hold what identifies an API key without revealing it: the gateway's log fields for spend by key.
+_PUBLIC_NAMES = frozenset({"key_alias", "key_id"})
 _NAME_PARTS = re.compile(r"[^a-z0-9]+")
 # Credentials embedded in URLs: scheme://user:password@host, or scheme://:password@host (Redis)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
@@ -33,7 +35,8 @@ MASK = "***"
 @lru_cache(maxsize=1024)
 def is_secret_name(name: str) -> bool:
     """True when a variable or field name says it holds a credential."""
-    return any(part in _SECRET_WORDS for part in _NAME_PARTS.split(name.lower()))
+    lowered = name.lower()
+    return lowered not in _PUBLIC_NAMES and any(part in _SECRET_WORDS for part in _NAME_PARTS.split(lowered))
 
 
 def mask(name: str, value: object) -> object:

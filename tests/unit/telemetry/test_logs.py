@@ -100,12 +100,20 @@ class TestOtherLines:
     def test_secret_fields_masked(self, gateway_telemetry, log_capture):
         """A field named like a credential is never written in clear."""
         logger.info(
-            "calling upstream", authorization="Bearer sk-live-abc", api_key="sk-live-abc", prompt_tokens=3
+            "calling upstream",
+            authorization="Bearer sk-live-abc",
+            api_key="sk-live-abc",
+            key="sk-live-abc",
+            prompt_tokens=3,
+            key_alias="team-a",
+            key_id=7,
         )
         (line,) = log_capture.lines()
         assert "sk-live-abc" not in log_capture.getvalue().decode()
-        assert line["authorization"] == "***"
+        assert line["authorization"] == line["key"] == "***"
         assert line["prompt_tokens"] == 3
+        # A key's alias and id name it without revealing it (spend by key in Loki).
+        assert (line["key_alias"], line["key_id"]) == ("team-a", 7)
 
     def test_exception_lines_carry_type_and_traceback(self, gateway_telemetry, log_capture):
         """logger.exception writes the exception type and traceback into the JSON."""

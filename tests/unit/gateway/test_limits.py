@@ -1,0 +1,155 @@
+"""Per-key rpm/tpm token buckets: in-process (a clock moved by hand) and in Redis (Debian's redis-server,
+private), shared by two "replicas", atomic under concurrency, and falling back per replica when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from gateway_testing import Clock
+from prometheus_client import CollectorRegistry
+
+from gateway.limits import Bucket, InProcessLimiter, RedisLimiter, duration
+from gateway.store import ApiKey
+from support.processes import free_port
+from telemetry.shared_redis import SharedRedis
+
+pytestmark = pytest.mark.anyio
+
+
+def key(key_id: int = 7, rpm: int | None = None, tpm: int | None = None) -> ApiKey:
+    return ApiKey(id=key_id, user_id=1, alias="k", rpm=rpm, tpm=tpm)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    redis_server.flush()
+    return redis_server.url()
+
+
+class TestBucket:
+    def test_remaining_reset_and_wait(self):
+        """60 rpm with 30.5 left: 30 remaining, full in 29.5 s, one more fits now; 61 never fits."""
+        bucket = Bucket(60, 30.5)
+        assert bucket.remaining == 30
+        assert bucket.reset_seconds == pytest.approx(29.5)
+        assert bucket.wait_for(1) == 0.0
+        assert bucket.wait_for(40) == pytest.approx(9.5)
+        assert math.isinf(bucket.wait_for(61))
+        assert Bucket(60, -2.0).remaining == 0
+
+    def test_durations_as_openai_writes_them(self):
+        """Reset times look like OpenAI's: 20ms, 1s, 1.5s, 6m0s."""
+        assert [duration(s) for s in (0.02, 1.0, 1.5, 360.0, 61.25)] == [
+            "20ms",
+            "1s",
+            "1.5s",
+            "6m0s",
+            "1m1.25s",
+        ]
+
+
+class TestInProcess:
+    async def test_rpm_admits_the_bucket_then_refills_continuously(self):
+        """rpm 3: three at once, the fourth refused with a 20 s wait; 20 s later one more fits."""
+        clock = Clock(100.0)
+        limiter = InProcessLimiter(clock)
+        limited = key(rpm=3)
+        decisions = [await limiter.acquire(limited, 0) for _ in range(4)]
+        assert [d.admitted for d in decisions] == [True, True, True, False]
+        refused = decisions[-1]
+        assert refused.exceeded == "requests"
+        assert refused.retry_after == pytest.approx(20.0)
+        assert refused.requests.remaining == 0
+        assert decisions[0].requests.remaining == 2
+        assert decisions[0].requests.reset_seconds == pytest.approx(20.0)
+        clock.now += 20.0
+        assert (await limiter.acquire(limited, 0)).admitted
+        assert not (await limiter.acquire(limited, 0)).admitted
+
+    async def test_tpm_takes_the_worst_case_and_unused_tokens_come_back(self):
+        """tpm 100: a 60-token worst case fits once; 40 unused come back, so a second one fits."""
+        limiter = InProcessLimiter(Clock())
+        limited = key(tpm=100)
+        first = await limiter.acquire(limited, 60)
+        assert first.admitted
+        assert first.tokens.remaining == 40
+        second = await limiter.acquire(limited, 60)
+        assert not second.admitted
+        assert second.exceeded == "tokens"
+        assert second.retry_after == pytest.approx(12.0)  # 20 tokens short at 100 per minute
+        await limiter.give_back(limited, 40, shared=False)
+        assert (await limiter.acquire(limited, 60)).admitted
+
+    async def test_a_refusal_takes_nothing_from_either_bucket(self):
+        """Over tpm, the request bucket keeps its unit: both are taken together or not at all."""
+        limiter = InProcessLimiter(Clock())
+        limited = key(rpm=10, tpm=50)
+        refused = await limiter.acquire(limited, 80)
+        assert not refused.admitted
+        assert refused.requests.remaining == 10
+        assert math.isinf(refused.retry_after)
+        assert (await limiter.peek(limited)).tokens.remaining == 50
+
+    async def test_unlimited_keys_have_no_buckets(self):
+        """A key without rpm/tpm is always admitted and keeps no state."""
+        limiter = InProcessLimiter(Clock())
+        decision = await limiter.acquire(key(), 10**9)
+        assert decision.admitted
+        assert (decision.requests, decision.tokens) == (None, None)
+        assert limiter._buckets == {}
+
+    async def test_idle_buckets_are_forgotten(self):
+        """Buckets untouched for a minute are full again and pruned, so memory follows active keys only."""
+        clock = Clock()
+        limiter = InProcessLimiter(clock)
+        for key_id in range(5000):
+            await limiter.acquire(key(key_id, rpm=5), 0)
+            clock.now += 0.1
+        assert len(limiter._buckets) < 5000
+
+
+class TestRedis:
+    async def test_two_replicas_share_the_buckets(self, redis_url):
+        """Replicas A and B take from one bucket: rpm 5 across both, and the same remaining count."""
+        a = RedisLimiter(SharedRedis(redis_url, CollectorRegistry()))
+        b = RedisLimiter(SharedRedis(redis_url, CollectorRegistry()))
+        limited = key(rpm=5, tpm=1000)
+        results = [await (a, b)[i % 2].acquire(limited, 10) for i in range(7)]
+        assert [r.admitted for r in results] == [True] * 5 + [False] * 2
+        assert all(r.shared for r in results)
+        assert results[4].requests.remaining == 0
+        assert results[4].tokens.remaining == 950
+        assert results[5].retry_after == pytest.approx(12.0, abs=0.5)
+
+    async def test_concurrent_acquisitions_never_exceed_the_limit(self, redis_url):
+        """200 acquisitions at once from 4 clients against rpm 30: exactly 30 (the Lua script is atomic)."""
+        limiters = [RedisLimiter(SharedRedis(redis_url, CollectorRegistry())) for _ in range(4)]
+        limited = key(rpm=30)
+        results = await asyncio.gather(*(limiters[i % 4].acquire(limited, 0) for i in range(200)))
+        assert sum(r.admitted for r in results) == 30
+
+    async def test_tokens_given_back_on_redis(self, redis_url):
+        """Unused tokens return to the shared bucket."""
+        limiter = RedisLimiter(SharedRedis(redis_url, CollectorRegistry()))
+        limited = key(tpm=100)
+        assert (await limiter.acquire(limited, 90)).admitted
+        assert not (await limiter.acquire(limited, 90)).admitted
+        await limiter.give_back(limited, 80, shared=True)
+        peeked = await limiter.peek(limited)
+        assert peeked.tokens.remaining >= 90
+        assert (await limiter.acquire(limited, 90)).admitted
+
+    async def test_redis_down_falls_back_to_this_replica(self):
+        """Nothing listening: decisions come from the in-process buckets (the limit still holds per
+        replica), counted in redis_unavailable_total{operation="rate_limit"}."""
+        registry = CollectorRegistry()
+        limiter = RedisLimiter(
+            SharedRedis(f"redis://127.0.0.1:{free_port()}/0", registry, timeout=0.2, retry_seconds=30)
+        )
+        limited = key(rpm=2)
+        results = [await limiter.acquire(limited, 0) for _ in range(3)]
+        assert [r.admitted for r in results] == [True, True, False]
+        assert not any(r.shared for r in results)
+        assert registry.get_sample_value("redis_unavailable_total", {"operation": "rate_limit"}) == 3
