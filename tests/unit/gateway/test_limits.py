@@ -153,3 +153,23 @@ class TestRedis:
         assert [r.admitted for r in results] == [True, True, False]
         assert not any(r.shared for r in results)
         assert registry.get_sample_value("redis_unavailable_total", {"operation": "rate_limit"}) == 3
+
+
+class TestChangedLimits:
+    async def test_a_raised_limit_applies_at_once_and_a_lowered_one_makes_the_key_wait(self):
+        """rpm 1 used up; raised to 5 the key has 4 more now; lowered to 2 it waits until its use is under."""
+        clock = Clock()
+        limiter = InProcessLimiter(clock)
+        assert (await limiter.acquire(key(rpm=1), 0)).admitted
+        assert not (await limiter.acquire(key(rpm=1), 0)).admitted
+        assert [(await limiter.acquire(key(rpm=5), 0)).admitted for _ in range(5)] == [True] * 4 + [False]
+        lowered = await limiter.acquire(key(rpm=2), 0)
+        assert not lowered.admitted
+        assert lowered.retry_after == pytest.approx(120.0)  # 5 used, decaying at 2 a minute, to 1
+
+    async def test_same_on_redis(self, redis_url):
+        """The Redis buckets keep the use too: a raised limit applies at once."""
+        limiter = RedisLimiter(SharedRedis(redis_url, CollectorRegistry()))
+        assert (await limiter.acquire(key(rpm=1), 0)).admitted
+        assert not (await limiter.acquire(key(rpm=1), 0)).admitted
+        assert (await limiter.acquire(key(rpm=3), 0)).admitted

@@ -7,7 +7,9 @@ takes it from both at once. When the call ends the tokens it did not use go back
 gives them all back). So over any minute a key gets at most its limit plus what refilled meanwhile, never a
 burst beyond the bucket, and the OpenAI headers follow from the buckets: `remaining` is what is in a bucket,
 `reset` the time until it is full again (OpenAI's meaning: "until the limit resets to its initial state"),
-`Retry-After` the time until the refused request would fit.
+`Retry-After` the time until the refused request would fit. A bucket is kept as what was *used* (decaying at
+the limit's rate), not what is left, so a limit raised by PATCH applies to the very next request and a lowered
+one makes the key wait until its use falls under it.
 
 With `REDIS_URL` the buckets live in Redis (one hash per key and kind, Redis' clock, expiring once full) and a
 Lua script checks and takes both in one atomic step, so N requests spread over any number of replicas never
@@ -114,18 +116,18 @@ class InProcessLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple[int, Kind], tuple[float, float]] = {}
-        """(key id, kind) → (level, when it was that level)."""
+        """(key id, kind) → (what was used, when it was that much); a bucket's level is its limit minus that."""
         self._writes = 0
 
     def _level(self, key_id: int, kind: Kind, limit: int, now: float) -> float:
         entry = self._buckets.get((key_id, kind))
         if entry is None:
             return float(limit)
-        level, at = entry
-        return min(float(limit), level + (now - at) * limit / WINDOW_SECONDS)
+        used, at = entry
+        return limit - max(0.0, used - (now - at) * limit / WINDOW_SECONDS)
 
-    def _set(self, key_id: int, kind: Kind, level: float, now: float) -> None:
-        self._buckets[key_id, kind] = (level, now)
+    def _set(self, key_id: int, kind: Kind, limit: int, level: float, now: float) -> None:
+        self._buckets[key_id, kind] = (limit - level, now)
         self._writes += 1
         if self._writes % _PRUNE_EVERY == 0:
             self._prune(now)
@@ -146,10 +148,10 @@ class InProcessLimiter:
         if admitted and take:
             if requests is not None:
                 requests -= 1
-                self._set(key.id, "requests", requests, now)
+                self._set(key.id, "requests", rpm, requests, now)
             if available is not None:
                 available -= tokens
-                self._set(key.id, "tokens", available, now)
+                self._set(key.id, "tokens", tpm, available, now)
         return Decision(
             admitted=admitted,
             requests=Bucket(rpm, requests) if requests is not None else None,
@@ -171,30 +173,33 @@ class InProcessLimiter:
         self.refund(key, tokens)
 
     def refund(self, key: ApiKey, tokens: int) -> None:
-        """Return unused tokens, synchronously."""
-        if not key.tpm or tokens <= 0:
+        """Return unused tokens (negative: take an overrun), synchronously."""
+        if not key.tpm or tokens == 0:
             return
         now = self._clock()
         level = self._level(key.id, "tokens", key.tpm, now)
-        self._set(key.id, "tokens", min(float(key.tpm), level + tokens), now)
+        self._set(key.id, "tokens", key.tpm, min(float(key.tpm), level + tokens), now)
 
 
-# KEYS: requests bucket, tokens bucket. ARGV: rpm (0: none), tpm (0: none), tokens wanted, 1 take / 0 peek.
-# Returns {admitted 1/0, requests level, tokens level} (levels as strings: Lua numbers would be truncated).
+# Each bucket is a hash {u: what was used, t: when (ms, Redis' clock)}; its level is the limit minus the use,
+# which decays at the limit's rate. KEYS: requests bucket, tokens bucket. ARGV: rpm (0: none), tpm (0: none),
+# tokens wanted, 1 take / 0 peek. Returns {admitted 1/0, requests level, tokens level} (levels as strings:
+# Lua numbers would be truncated to integers).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local window = 60000
 local function level(key, limit)
-    local v = redis.call('HMGET', key, 'l', 't')
+    local v = redis.call('HMGET', key, 'u', 't')
     if not v[1] then
         return limit
     end
-    return math.min(limit, tonumber(v[1]) + (now - tonumber(v[2])) * limit / window)
+    return limit - math.max(0, tonumber(v[1]) - (now - tonumber(v[2])) * limit / window)
 end
 local function store(key, limit, value)
-    redis.call('HSET', key, 'l', string.format('%.6f', value), 't', string.format('%.3f', now))
-    redis.call('PEXPIRE', key, math.ceil((limit - value) * window / limit) + 1000)
+    local used = limit - value
+    redis.call('HSET', key, 'u', string.format('%.6f', used), 't', string.format('%.3f', now))
+    redis.call('PEXPIRE', key, math.ceil(used * window / limit) + 1000)
 end
 local rpm, tpm, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local requests, tokens = -1, -1
@@ -217,19 +222,20 @@ if admitted and ARGV[4] == '1' then
 end
 return {admitted and 1 or 0, string.format('%.6f', requests), string.format('%.6f', tokens)}
 """
-# KEYS: tokens bucket. ARGV: tpm, tokens to give back. Returns the new level.
+# KEYS: tokens bucket. ARGV: tpm, tokens to give back (negative: an overrun to take). Returns the new level.
 _GIVE_BACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local limit, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 'l', 't')
-if not v[1] then
-    return tostring(limit)
+local v = redis.call('HMGET', KEYS[1], 'u', 't')
+local used = 0
+if v[1] then
+    used = math.max(0, tonumber(v[1]) - (now - tonumber(v[2])) * limit / 60000)
 end
-local value = math.min(limit, tonumber(v[1]) + (now - tonumber(v[2])) * limit / 60000 + amount)
-redis.call('HSET', KEYS[1], 'l', string.format('%.6f', value), 't', string.format('%.3f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((limit - value) * 60000 / limit) + 1000)
-return string.format('%.6f', value)
+used = math.max(0, used - amount)
+redis.call('HSET', KEYS[1], 'u', string.format('%.6f', used), 't', string.format('%.3f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(used * 60000 / limit) + 1000)
+return string.format('%.6f', limit - used)
 """
 _OPERATION = "rate_limit"
 
@@ -278,7 +284,7 @@ class RedisLimiter:
 
     async def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
         """Return unused tokens where they were taken; lost (the bucket refills anyway) if Redis fails."""
-        if not key.tpm or tokens <= 0:
+        if not key.tpm or tokens == 0:
             return
         if not shared:
             self.fallback.refund(key, tokens)
