@@ -126,7 +126,7 @@ class TestEnforcement:
     def test_expired_key_is_401(self, client, gateway_telemetry):
         """A key past its expiry is refused."""
         soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-        body, headers = create(client, expires_at=soon)
+        _, headers = create(client, expires_at=soon)
         client.app.state.services.keys._wall = lambda: datetime.now(UTC).timestamp() + 5
         response = client.post(URL, json=chat("echo"), headers=headers)
         assert response.status_code == 401

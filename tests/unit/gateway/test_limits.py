@@ -1,5 +1,5 @@
 """Per-key rpm/tpm token buckets: in-process (a clock moved by hand) and in Redis (Debian's redis-server,
-private), shared by two "replicas", atomic under concurrency, and falling back per replica when Redis is down."""
+private), shared by two "replicas", atomic under concurrency, falling back per replica when Redis is down."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ class InProcessLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[tuple[int, Kind], tuple[float, float]] = {}
-        """(key id, kind) → (what was used, when it was that much); a bucket's level is its limit minus that."""
+        """(key id, kind) → (what was used, when it was that much); a bucket's level is its limit minus it."""
         self._writes = 0
 
     def _level(self, key_id: int, kind: Kind, limit: int, now: float) -> float:
