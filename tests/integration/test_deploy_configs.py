@@ -106,6 +106,10 @@ class TestPrometheus:
         assert "log_shipper_dropped_lines_total" in rules["LogShipperDroppingLines"]
         assert "log_shipper_spool_bytes" in rules["LogShipperSpoolGrowing"]
         assert rules["TargetDown"] == "up == 0"
+        # SPEC §11's histogram, per provider, against its own recent past.
+        ttft = rules["ProviderTimeToFirstTokenRising"]
+        assert "model_inference_time_to_first_token_seconds_bucket" in ttft
+        assert "sum by (le, provider)" in ttft
 
     def test_discard_alerts_use_the_pipeline_catalog(self):
         """Tempo, Loki, exporter, shipper and forwarder discards alert on the very expressions that admin's

@@ -94,13 +94,17 @@ def target(panel: Panel) -> JSON:
         query["legendFormat"] = panel.legend or "__auto"
         return {"refId": "A", "datasource": ref, "editorMode": "code", **query}
     if panel.datasource == "loki":
-        return {
+        loki: JSON = {
             "refId": "A",
             "datasource": ref,
             "editorMode": "code",
             "expr": panel.expr,
-            "queryType": "range",
+            # A table shows one value per series over the whole range ($__range): an instant query.
+            "queryType": "instant" if panel.kind == "table" else "range",
         }
+        if panel.legend is not None:
+            loki["legendFormat"] = panel.legend
+        return loki
     return {
         "refId": "A",
         "datasource": ref,

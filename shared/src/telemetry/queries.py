@@ -75,6 +75,38 @@ class Dashboard:
 
 _WARN_CRIT_ERRORS = (Threshold(1, "yellow"), Threshold(5, "red"))
 
+GATEWAY_LOGS = '{service="gatewayz-api"}'
+INFERENCE_LINES = f'{GATEWAY_LOGS} |= "\\"credits\\":" | json'
+"""The gateway's inference lines (the only ones with `credits`), parsed; the line filter first (cheap)."""
+REFUSAL_LINES = '{service="gatewayz-api", level="WARNING"} |= "Request refused" | json | __error__=""'
+"""The gateway's `Request refused` lines (a key's limits, a user's credits), parsed."""
+
+
+def _by_key(field: str, window: str, labels: str = "key_alias") -> str:
+    """A field of the inference lines summed per key over `window`: spend and tokens by key, from Loki.
+
+    Keys are LogQL labels here, never Prometheus labels: any number of keys costs no series.
+    """
+    return f'sum by ({labels}) (sum_over_time({INFERENCE_LINES} | unwrap {field} | __error__="" [{window}]))'
+
+
+SPEND_BY_KEY = _by_key("credits", "$__interval")
+"""Credits charged per key, per dashboard interval (LogQL)."""
+TOKENS_BY_KEY = f"{_by_key('prompt_tokens', '$__interval')} + {_by_key('completion_tokens', '$__interval')}"
+"""Prompt plus completion tokens per key, per dashboard interval (LogQL)."""
+TOP_KEYS_BY_SPEND = f"topk(10, {_by_key('credits', '$__range', 'key_alias, user_id')})"
+"""The ten keys that spent most over the dashboard's time range (LogQL)."""
+REFUSALS_BY_KEY = f"topk(10, sum by (key_alias, reason) (count_over_time({REFUSAL_LINES} [$__range])))"
+"""The keys refused most over the dashboard's time range, by reason (LogQL)."""
+
+
+def _quantile(q: str, histogram: str) -> str:
+    return f"histogram_quantile({q}, sum by (le, provider, model) (rate({histogram}_bucket[5m])))"
+
+
+TTFT = "model_inference_time_to_first_token_seconds"
+TPOT = "model_inference_time_per_output_token_seconds"
+
 FASTAPI_DASHBOARD = Dashboard(
     uid="gatewayz-fastapi",
     title="FastAPI Dashboard",
@@ -207,6 +239,43 @@ INFERENCE_DASHBOARD = Dashboard(
             description="95th percentile provider call duration.",
         ),
         Panel(
+            title="Time To First Token P50",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_quantile("0.50", TTFT),
+            unit="s",
+            legend="{{provider}}/{{model}}",
+            description="Median time from the request to a stream's first token, by provider and model.",
+        ),
+        Panel(
+            title="Time To First Token P95",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_quantile("0.95", TTFT),
+            unit="s",
+            legend="{{provider}}/{{model}}",
+            description="95th percentile time to a stream's first token: the wait users feel before text "
+            "appears (alert: ProviderTimeToFirstTokenRising).",
+        ),
+        Panel(
+            title="Time Per Output Token P50",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_quantile("0.50", TPOT),
+            unit="s",
+            legend="{{provider}}/{{model}}",
+            description="Median time between output tokens after the first: the streaming speed.",
+        ),
+        Panel(
+            title="Time Per Output Token P95",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_quantile("0.95", TPOT),
+            unit="s",
+            legend="{{provider}}/{{model}}",
+            description="95th percentile time per output token after the first.",
+        ),
+        Panel(
             title="Tokens Per Second",
             kind="timeseries",
             datasource="prometheus",
@@ -306,6 +375,48 @@ INFERENCE_DASHBOARD = Dashboard(
             unit="ops",
             legend="{{operation}}",
             description="Store operations per second that failed because the database was unreachable.",
+        ),
+        Panel(
+            title="Refusals By Reason",
+            kind="timeseries",
+            datasource="prometheus",
+            expr="sum by (reason) (rate(gateway_limit_rejections_total[5m]))",
+            unit="reqps",
+            legend="{{reason}}",
+            description="Requests refused for their key or user: 429 rate_limit_requests / "
+            "rate_limit_tokens, 402 budget_exceeded / insufficient_credits, 403 model_not_allowed, "
+            "401 key_revoked / key_expired.",
+        ),
+        Panel(
+            title="Spend By Key",
+            kind="timeseries",
+            datasource="loki",
+            expr=SPEND_BY_KEY,
+            legend="{{key_alias}}",
+            description="Credits charged per key alias and dashboard interval, summed from the inference log "
+            "lines in Loki (keys are never Prometheus labels).",
+        ),
+        Panel(
+            title="Tokens By Key",
+            kind="timeseries",
+            datasource="loki",
+            expr=TOKENS_BY_KEY,
+            legend="{{key_alias}}",
+            description="Prompt plus completion tokens per key alias and dashboard interval, from Loki.",
+        ),
+        Panel(
+            title="Top Keys By Spend",
+            kind="table",
+            datasource="loki",
+            expr=TOP_KEYS_BY_SPEND,
+            description="The ten keys (alias and user) that spent the most credits over the time range.",
+        ),
+        Panel(
+            title="Refusals By Key",
+            kind="table",
+            datasource="loki",
+            expr=REFUSALS_BY_KEY,
+            description="The ten keys refused most over the time range, by reason (Request refused lines).",
         ),
         Panel(
             title="Inference Errors",
@@ -453,8 +564,12 @@ LOGQL_QUERIES = (
     '{service="gatewayz-api"} | json | duration_ms > 1000',
     '{service="gatewayz-api"} | json | endpoint="/v1/chat/completions"',
     '{service="gatewayz-api"} | json | trace_id="<id>"',
+    SPEND_BY_KEY,
+    TOKENS_BY_KEY,
+    TOP_KEYS_BY_SPEND,
+    REFUSALS_BY_KEY,
 )
-"""SPEC §9 LogQL; `<id>` is replaced by a real trace id."""
+"""SPEC §9 LogQL (`<id>` is replaced by a real trace id), then spend, tokens, refusals by key (SPEC §11)."""
 
 TRACEQL_QUERIES = (
     '{ resource.service.name = "gatewayz-api" }',
@@ -472,6 +587,15 @@ def promql_panels() -> list[tuple[Dashboard, Panel]]:
     ]
 
 
-def resolve_variables(expr: str, job: str = ".+") -> str:
-    """`expr` with the service selector set to `job` (a regex), as Grafana would run it."""
-    return expr.replace(f"${SERVICE_VARIABLE}", job)
+def loki_panels() -> list[tuple[Dashboard, Panel]]:
+    """Every Loki panel of every dashboard, with its dashboard."""
+    return [(board, panel) for board in DASHBOARDS for panel in board.panels if panel.datasource == "loki"]
+
+
+def resolve_variables(expr: str, job: str = ".+", interval: str = "1m", time_range: str = "1h") -> str:
+    """`expr` with the service selector set to `job` (a regex) and Grafana's range variables set."""
+    return (
+        expr.replace(f"${SERVICE_VARIABLE}", job)
+        .replace("$__interval", interval)
+        .replace("$__range", time_range)
+    )
