@@ -12,7 +12,6 @@ process, or one Redis script call) and its headers.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from gateway.auth import bearer_key, unauthorized
-from gateway.limits import Decision, InProcessLimiter, Limiter, duration
+from gateway.limits import Decision, Limiter, duration
 from gateway.providers.catalog import Catalog
 from gateway.schema import ChatCompletionRequest
 from gateway.store import ApiKey, KeyRefused, Store
@@ -153,7 +152,6 @@ class KeyGuard:
         )
         # Bound up front, so every reason is a series (at 0) before its first refusal.
         self._rejections: dict[str, CounterChild] = {reason: rejections.labels(reason) for reason in REASONS}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def caller(self, connection: ASGIConnection) -> Caller:  # type: ignore[type-arg]
         """The request's key; 401 (OpenAI shape) when missing, unknown, revoked or expired."""
@@ -195,16 +193,8 @@ class KeyGuard:
         if decision is None or decision.tokens is None or not decision.admitted:
             return
         unused = decision.tokens_wanted - tokens_used
-        if unused == 0:
-            return
-        if isinstance(self.limiter, InProcessLimiter):
-            self.limiter.refund(caller.key, unused)
-            return
-        task = asyncio.get_running_loop().create_task(
+        if unused != 0:
             self.limiter.give_back(caller.key, unused, shared=decision.shared)
-        )
-        self._tasks.add(task)  # the loop keeps only a weak reference to a task
-        task.add_done_callback(self._tasks.discard)
 
     async def failed(self, caller: Caller, error: ApiError, model: str | None) -> None:
         """An error answer for a key's request: count a refusal, and give it the key's rate-limit headers."""

@@ -13,9 +13,13 @@ one makes the key wait until its use falls under it.
 
 With `REDIS_URL` the buckets live in Redis (one hash per key and kind, Redis' clock, expiring once full) and a
 Lua script checks and takes both in one atomic step, so N requests spread over any number of replicas never
-get more than one bucket allows. Redis down: each replica falls back to its own in-process buckets (the limit
-then holds per replica: at most replicas times the limit), counted in `redis_unavailable_total{operation=
-"rate_limit"}` and logged once per 10 s, never refusing a request because Redis is away.
+get more than one bucket allows. That is one round trip per request: the tokens a call did not use are owed
+to the key and go back with its next acquisition on this replica (redis-py costs ~270 us of CPU a call here,
+so a second call per request would double the cost; a refund that waits only ever under-uses the limit).
+
+Redis down: each replica falls back to its own in-process buckets (the limit then holds per replica: at most
+replicas times the limit), counted in `redis_unavailable_total{operation="rate_limit"}` and logged once per
+10 s, never refusing a request because Redis is away.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ WINDOW_SECONDS = 60.0
 """Limits are per minute: an empty bucket is full again after this long."""
 Kind = Literal["requests", "tokens"]
 _PRUNE_EVERY = 4096
+_MAX_OWED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +106,8 @@ class Limiter(Protocol):
         """The buckets as they are, nothing taken (for the headers of a request refused before admission)."""
         ...
 
-    async def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
-        """Return `tokens` to the key's tokens bucket (what the call did not use)."""
+    def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
+        """Return `tokens` to the key's tokens bucket (what the call did not use; negative: an overrun)."""
         ...
 
 
@@ -168,7 +173,7 @@ class InProcessLimiter:
         """The buckets, nothing taken."""
         return self.decide(key, 0, take=False)
 
-    async def give_back(self, key: ApiKey, tokens: int, *, shared: bool = False) -> None:  # noqa: ARG002 - the protocol's
+    def give_back(self, key: ApiKey, tokens: int, *, shared: bool = False) -> None:  # noqa: ARG002 - the protocol's
         """Return unused tokens (never above the bucket's size)."""
         self.refund(key, tokens)
 
@@ -183,8 +188,8 @@ class InProcessLimiter:
 
 # Each bucket is a hash {u: what was used, t: when (ms, Redis' clock)}; its level is the limit minus the use,
 # which decays at the limit's rate. KEYS: requests bucket, tokens bucket. ARGV: rpm (0: none), tpm (0: none),
-# tokens wanted, 1 take / 0 peek. Returns {admitted 1/0, requests level, tokens level} (levels as strings:
-# Lua numbers would be truncated to integers).
+# tokens wanted, 1 take / 0 peek, tokens owed back to the bucket first. Returns {admitted 1/0, requests level,
+# tokens level} (levels as strings: Lua numbers would be truncated to integers).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -201,13 +206,13 @@ local function store(key, limit, value)
     redis.call('HSET', key, 'u', string.format('%.6f', used), 't', string.format('%.3f', now))
     redis.call('PEXPIRE', key, math.ceil(used * window / limit) + 1000)
 end
-local rpm, tpm, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rpm, tpm, wanted, owed = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local requests, tokens = -1, -1
 if rpm > 0 then
     requests = level(KEYS[1], rpm)
 end
 if tpm > 0 then
-    tokens = level(KEYS[2], tpm)
+    tokens = math.min(tpm, level(KEYS[2], tpm) + owed)
 end
 local admitted = (rpm == 0 or requests >= 1) and (tpm == 0 or tokens >= wanted)
 if admitted and ARGV[4] == '1' then
@@ -219,23 +224,10 @@ if admitted and ARGV[4] == '1' then
         tokens = tokens - wanted
         store(KEYS[2], tpm, tokens)
     end
+elseif tpm > 0 and owed ~= 0 then
+    store(KEYS[2], tpm, tokens)
 end
 return {admitted and 1 or 0, string.format('%.6f', requests), string.format('%.6f', tokens)}
-"""
-# KEYS: tokens bucket. ARGV: tpm, tokens to give back (negative: an overrun to take). Returns the new level.
-_GIVE_BACK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local limit, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 'u', 't')
-local used = 0
-if v[1] then
-    used = math.max(0, tonumber(v[1]) - (now - tonumber(v[2])) * limit / 60000)
-end
-used = math.max(0, used - amount)
-redis.call('HSET', KEYS[1], 'u', string.format('%.6f', used), 't', string.format('%.3f', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(used * 60000 / limit) + 1000)
-return string.format('%.6f', limit - used)
 """
 _OPERATION = "rate_limit"
 
@@ -252,15 +244,17 @@ class RedisLimiter:
         self._redis = redis
         self.fallback = fallback or InProcessLimiter()
         self._acquire = redis.client.register_script(_ACQUIRE)
-        self._give_back = redis.client.register_script(_GIVE_BACK)
+        self._owed: dict[int, int] = {}
+        """Tokens owed back to each key's shared bucket, sent with its next acquisition."""
 
     async def _decide(self, key: ApiKey, tokens: int, *, take: bool) -> Decision:
         rpm, tpm = _capacities(key)
         if not self._redis.available(_OPERATION):
             return self.fallback.decide(key, tokens, take=take)
+        owed = self._owed.pop(key.id, 0) if take and tpm else 0
         try:
             admitted, requests, available = await self._acquire(
-                keys=_names(key.id), args=[rpm, tpm, tokens, 1 if take else 0]
+                keys=_names(key.id), args=[rpm, tpm, tokens, 1 if take else 0, owed]
             )
         except REDIS_ERRORS as exc:
             self._redis.failure(_OPERATION, exc)
@@ -282,21 +276,19 @@ class RedisLimiter:
         """The buckets, nothing taken."""
         return await self._decide(key, 0, take=False)
 
-    async def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
-        """Return unused tokens where they were taken; lost (the bucket refills anyway) if Redis fails."""
+    def give_back(self, key: ApiKey, tokens: int, *, shared: bool) -> None:
+        """Return unused tokens where they were taken: the shared bucket, or this process's.
+
+        To the shared bucket they go with the key's next request here (lost if none comes: it refills anyway).
+        """
         if not key.tpm or tokens == 0:
             return
         if not shared:
             self.fallback.refund(key, tokens)
             return
-        if not self._redis.available(_OPERATION):
-            return
-        try:
-            await self._give_back(keys=_names(key.id)[1:], args=[key.tpm, tokens])
-        except REDIS_ERRORS as exc:
-            self._redis.failure(_OPERATION, exc)
-            return
-        self._redis.success()
+        if len(self._owed) >= _MAX_OWED and key.id not in self._owed:
+            self._owed.clear()  # refunds of idle keys: forgetting them only under-uses a limit
+        self._owed[key.id] = max(-key.tpm, min(key.tpm, self._owed.get(key.id, 0) + tokens))
 
 
 def duration(seconds: float) -> str:

@@ -114,6 +114,10 @@ _KEY_SELECT = (
     "SELECT id, user_id, alias, created_at, budget_micros, budget_period, rpm, tpm, models, expires_at, "
     "revoked_at, spend_micros, period_start, last_used_at FROM api_keys"
 )
+_BUDGET = (
+    "SELECT budget_micros, budget_period, spend_micros, period_start, revoked_at, expires_at "
+    "FROM api_keys WHERE id = ?"
+)
 # The start of the key's budget period now (:day, :week, :month are those of the current time).
 _PERIOD = (
     "(CASE budget_period WHEN 'daily' THEN :day WHEN 'weekly' THEN :week WHEN 'monthly' THEN :month END)"
@@ -428,16 +432,21 @@ class UserStore:
             raise key_expired()
         if not budgeted:
             return
-        row = self._row(key.id)
-        if row is None or row.revoked_at is not None:
+        row = self._db.execute(_BUDGET, (key.id,)).fetchone()
+        if row is None or row[4] is not None:
             raise key_revoked()
-        if row.expires_at is not None and row.expires_at <= self._wall():
+        budget, period, spent, started, _, expires = row
+        now = self._wall()
+        stamp = iso(now)  # the file's times are this format, so they compare as text
+        if expires is not None and expires <= stamp:
             raise key_expired()
-        if row.budget_micros is None:
+        if budget is None:
             return
-        spent = row.spend(self._wall()) + self._key_spend.get(key.id, 0) + self._key_held.get(key.id, 0)
-        if spent + micros > row.budget_micros:
-            raise budget_exceeded(row.alias, micros)
+        if period is not None and (started is None or started < iso(period_start(period, now))):
+            spent = 0  # the period is over
+        spent += self._key_spend.get(key.id, 0) + self._key_held.get(key.id, 0)
+        if spent + micros > budget:
+            raise budget_exceeded(key.alias, micros)
 
     def _key_settled(self, key_id: int, held: int, charged: int) -> None:
         """A hold of `key_id` ended: it no longer counts against the budget, what it charged is spent."""
