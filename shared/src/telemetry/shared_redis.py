@@ -1,6 +1,7 @@
 """Redis shared by a service's replicas (`REDIS_URL`), and what a Redis outage does: degrade, never fail.
 
-`SharedRedis` holds one redis-py asyncio client with short timeouts and no retries of its own. Callers ask
+`SharedRedis` holds one redis-py asyncio client with short timeouts and no retries of its own, and a lean
+pipelined client (`telemetry.resp`) for the script calls made on every request. Callers ask
 `available()` first and report each `failure()`: while Redis is down every caller takes its fallback (the
 gateway skips its cache, admin limits failed logins per replica), the skipped and failed operations are
 counted in `redis_unavailable_total{operation}`, one warning is logged per interval, and Redis is tried again
@@ -21,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from telemetry.loop_metrics import CounterChild, LoopCounter
+from telemetry.resp import RespClient
 from telemetry.throttle import LogThrottle
 
 REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
@@ -47,6 +49,8 @@ class SharedRedis:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=30,
         )
+        self.lean = RespClient(url, timeout)
+        """The same Redis for the per-request script calls (`telemetry.resp`: cheaper than redis-py)."""
         self.retry_seconds = retry_seconds
         self._clock = clock
         self._down_until = 0.0
@@ -110,5 +114,6 @@ class SharedRedis:
         return True
 
     async def close(self) -> None:
-        """Close the client's connections."""
+        """Close the clients' connections."""
+        self.lean.close()
         await self.client.aclose()
