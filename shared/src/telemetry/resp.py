@@ -71,11 +71,8 @@ def _parse(buffer: bytearray, at: int) -> tuple[Reply | ResponseError, int]:  # 
 
 def command(*words: bytes | str | float) -> bytes:
     """A command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(words)]
-    for word in words:
-        data = word if isinstance(word, bytes) else str(word).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+    encoded = [word if isinstance(word, bytes) else str(word).encode() for word in words]
+    return b"*%d\r\n" % len(encoded) + b"".join([b"$%d\r\n%b\r\n" % (len(data), data) for data in encoded])
 
 
 class _Protocol(asyncio.Protocol):
@@ -86,6 +83,8 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.outgoing: list[bytes] = []
+        """Commands of this loop iteration, written together (one syscall for all the requests of a burst)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -111,6 +110,13 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def flush(self) -> None:
+        """Write the commands queued since the last flush."""
+        if self.outgoing and self.transport is not None and not self.closed:
+            data = b"".join(self.outgoing) if len(self.outgoing) > 1 else self.outgoing[0]
+            self.transport.write(data)
+        self.outgoing.clear()
 
     def fail(self, exc: Exception) -> None:
         """Fail every waiting call and close."""
@@ -184,10 +190,12 @@ class RespClient:
         return protocol
 
     def _send(self, protocol: _Protocol, data: bytes) -> asyncio.Future[Reply]:
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         protocol.waiting.append(future)
-        assert protocol.transport is not None  # noqa: S101 - set in connection_made
-        protocol.transport.write(data)
+        if not protocol.outgoing:
+            loop.call_soon(protocol.flush)
+        protocol.outgoing.append(data)
         return future
 
     async def call(self, data: bytes) -> Reply:

@@ -197,6 +197,22 @@ class TestEnforcement:
         assert too_large.status_code == 429
         assert "lower max_tokens" in too_large.json()["error"]["message"]
 
+    def test_tokens_of_a_refused_request_go_back(self, client):
+        """A tpm key refused by its budget after admission gets its worst case back (the next request has
+        the whole bucket), and a provider failure's tokens go back once, not twice."""
+        _, headers = create(client, tpm=1000, budget=1.0)
+        for _ in range(3):
+            refused = client.post(URL, json=chat("echo"), headers=headers)
+            assert refused.status_code == 402
+            assert refused.headers["x-ratelimit-remaining-tokens"] == "1000"  # after the give-back
+        peek = client.post(URL, content=b"{", headers=headers)
+        assert peek.headers["x-ratelimit-remaining-tokens"] == "1000"
+        _, broken = create(client, alias="team-broken", tpm=1000)
+        used = client.post(URL, json=chat("echo"), headers=broken).json()["usage"]["total_tokens"]
+        assert client.post(URL, json=chat("broken"), headers=broken).status_code == 502
+        again = client.post(URL, content=b"{", headers=broken)
+        assert int(again.headers["x-ratelimit-remaining-tokens"]) in (1000 - used, 1000 - used + 1)
+
     def test_budget_402_and_credits_402_are_counted_apart(self, client, gateway_telemetry):
         """A key whose budget cannot cover the worst case is 402 budget_exceeded, not the user's credits."""
         _, headers = create(client, budget=1.0)

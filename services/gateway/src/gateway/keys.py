@@ -50,12 +50,13 @@ _MODEL_ECHO_LIMIT = 64
 class Caller:
     """One request's key and, once admitted, what its rate limits took (for headers and the give-back)."""
 
-    __slots__ = ("_guard", "decision", "key")
+    __slots__ = ("_finished", "_guard", "decision", "key")
 
     def __init__(self, key: ApiKey, guard: KeyGuard | None = None) -> None:
         self.key = key
         self.decision: Decision | None = None
         self._guard = guard
+        self._finished = False
 
     @property
     def user_id(self) -> int:
@@ -67,7 +68,10 @@ class Caller:
         return rate_limit_headers(self.decision) if self.decision is not None else []
 
     def finished(self, tokens_used: int) -> None:
-        """The request is over, having used `tokens_used` provider tokens (0: cache hit, failure)."""
+        """The request is over, having used `tokens_used` provider tokens (0: cache hit, failure); once."""
+        if self._finished:
+            return
+        self._finished = True
         if self.decision is not None and self._guard is not None:
             self._guard.finished(self, tokens_used)
 
@@ -198,6 +202,10 @@ class KeyGuard:
 
     async def failed(self, caller: Caller, error: ApiError, model: str | None) -> None:
         """An error answer for a key's request: count a refusal, and give it the key's rate-limit headers."""
+        gave_back = (
+            caller.decision is not None and caller.decision.admitted and caller.decision.tokens is not None
+        )
+        caller.finished(0)  # refused after admission (budget, credits): no provider token was used
         reason = getattr(error, "reason", None)
         if reason is None and error.code == "insufficient_credits":
             reason = "insufficient_credits"
@@ -207,7 +215,7 @@ class KeyGuard:
             )  # the store's refusals: budget, revoked, credits
         if not caller.key.rate_limited or (isinstance(error, KeyRefused) and error.status_code == 401):
             return
-        if caller.decision is None:
+        if caller.decision is None or gave_back:  # the buckets as they are now, not at admission
             caller.decision = await self.limiter.peek(caller.key)
         headers = {name.decode(): value.decode() for name, value in caller.headers()}
         error.headers = {**headers, **(error.headers or {})}

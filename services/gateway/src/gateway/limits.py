@@ -190,8 +190,8 @@ class InProcessLimiter:
 
 # Each bucket is a hash {u: what was used, t: when (ms, Redis' clock)}; its level is the limit minus the use,
 # which decays at the limit's rate. KEYS: requests bucket, tokens bucket. ARGV: rpm (0: none), tpm (0: none),
-# tokens wanted, 1 take / 0 peek, tokens owed back to the bucket first. Returns {admitted 1/0, requests level,
-# tokens level} (levels as strings: Lua numbers would be truncated to integers).
+# tokens wanted, 1 take / 0 peek, tokens owed back to the bucket first (stored only when taking). Returns
+# {admitted 1/0, requests level, tokens level}, levels as strings (Lua numbers would become integers).
 _ACQUIRE = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -226,7 +226,7 @@ if admitted and ARGV[4] == '1' then
         tokens = tokens - wanted
         store(KEYS[2], tpm, tokens)
     end
-elseif tpm > 0 and owed ~= 0 then
+elseif ARGV[4] == '1' and tpm > 0 and owed ~= 0 then
     store(KEYS[2], tpm, tokens)
 end
 return {admitted and 1 or 0, string.format('%.6f', requests), string.format('%.6f', tokens)}
@@ -252,7 +252,8 @@ class RedisLimiter:
         rpm, tpm = _capacities(key)
         if not self._redis.available(_OPERATION):
             return self.fallback.decide(key, tokens, take=take)
-        owed = self._owed.pop(key.id, 0) if take and tpm else 0
+        # Taking sends what is owed (it is then stored); a peek only counts it in.
+        owed = (self._owed.pop(key.id, 0) if take else self._owed.get(key.id, 0)) if tpm else 0
         try:
             reply = await self._redis.lean.evalsha(
                 _ACQUIRE, _names(key.id), [rpm, tpm, tokens, int(take), owed]
