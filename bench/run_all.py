@@ -37,6 +37,11 @@ RUNS = (
         ("protobuf ", "json "),
     ),
     (
+        "key limits (CPU us/req; added vs an unlimited key)",
+        ["key_limits.py", "--rounds", "1", "--seconds", "2"],
+        ("in-process limited", "in-process budgeted", "redis      limited", "redis      budgeted"),
+    ),
+    (
         "memory (RSS, MB: idle / peak / after)",
         ["memory.py", "--rounds", "1", "--requests", "600"],
         ("gateway ", "admin ", "log-shipper "),

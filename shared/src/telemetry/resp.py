@@ -83,8 +83,6 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.outgoing: list[bytes] = []
-        """Commands of this loop iteration, written together (one syscall for all the requests of a burst)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -110,13 +108,6 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
-
-    def flush(self) -> None:
-        """Write the commands queued since the last flush."""
-        if self.outgoing and self.transport is not None and not self.closed:
-            data = b"".join(self.outgoing) if len(self.outgoing) > 1 else self.outgoing[0]
-            self.transport.write(data)
-        self.outgoing.clear()
 
     def fail(self, exc: Exception) -> None:
         """Fail every waiting call and close."""
@@ -190,12 +181,12 @@ class RespClient:
         return protocol
 
     def _send(self, protocol: _Protocol, data: bytes) -> asyncio.Future[Reply]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Reply] = loop.create_future()
+        # Written at once: deferring to batch the commands of a loop iteration (call_soon) measured worse,
+        # as the write then waits behind every other request's step in the ready queue (~35 % fewer req/s).
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(future)
-        if not protocol.outgoing:
-            loop.call_soon(protocol.flush)
-        protocol.outgoing.append(data)
+        assert protocol.transport is not None  # noqa: S101 - set in connection_made
+        protocol.transport.write(data)
         return future
 
     async def call(self, data: bytes) -> Reply:
