@@ -32,10 +32,11 @@ from harness import callgrind_instructions, first_connection
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from support.processes import free_port  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SINK_PORT, GATEWAY_PORT = 14341, 18971
+SINK_PORT, GATEWAY_PORT = free_port(), free_port()
 ADMIN = "bench-not-a-secret-admin-key"
 LIMITS = {"limited": {"rpm": 1_000_000_000, "tpm": 1_000_000_000_000}}
 LIMITS["budgeted"] = {**LIMITS["limited"], "budget": 1_000_000_000}

@@ -106,12 +106,13 @@ class Cluster:
         # All three at once, as a deploy does: migrations and demo user 1 must happen exactly once.
         with ThreadPoolExecutor(len(self.replicas)) as pool:
             list(pool.map(lambda replica: replica.start(ready_path="/ready"), self.replicas))
-        # A second user with a small balance for the race (the gateway has no user API yet).
+        # A second user with a small balance for the race (the gateway has no user API yet; keys have one).
         micros, digest = round(RACER_CREDITS * 1_000_000), hash_key(RACER_KEY)
         self.sql(
             "WITH racer AS (INSERT INTO gatewayz.users (username, balance_micros) "  # noqa: S608 - constants
             f"VALUES ('racer', {micros}) RETURNING id) "
-            f"INSERT INTO gatewayz.api_keys (key_hash, user_id) SELECT '{digest}', id FROM racer"
+            "INSERT INTO gatewayz.api_keys (key_hash, user_id, alias) "
+            f"SELECT '{digest}', id, 'racer' FROM racer"
         )
         return self
 

@@ -4,8 +4,9 @@ Each operation gets examples that fit its schema and examples that break it (wro
 fields, out-of-range values), with and without a valid key. Every answer must be below 500, and every error
 must be the documented document `{"error": {"message": str, "type": str, "code": str | null}}`.
 
-The gateway's chat route reads its body itself, so its schema declares none; the test adds OpenAI's request
-shape to it, so the body is fuzzed too.
+The gateway's chat and key routes read their bodies themselves, so their schemas declare none; the test adds
+OpenAI's request shape and the key API's to them, so the bodies are fuzzed too (the key API with the admin
+key among the keys tried).
 """
 
 from __future__ import annotations
@@ -65,6 +66,38 @@ CHAT_REQUEST = {
                     "user": {"type": "string"},
                 },
             }
+        }
+    },
+}
+
+
+_KEY_FIELDS = {
+    "alias": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,20}$"},
+    "budget": {"type": ["number", "null"], "minimum": 0},
+    "budget_period": {"enum": ["daily", "weekly", "monthly", None]},
+    "rpm": {"type": ["integer", "null"], "minimum": 1},
+    "tpm": {"type": ["integer", "null"], "minimum": 1},
+    "models": {"type": ["array", "null"], "items": {"enum": [FAST_MODEL, "no-such-model"]}},
+    "expires_at": {"type": ["string", "null"], "format": "date-time"},
+}
+KEY_CREATE = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["user_id", "alias"],
+                "additionalProperties": False,
+                "properties": {"user_id": {"type": "integer", "minimum": 1, "maximum": 3}, **_KEY_FIELDS},
+            }
+        }
+    },
+}
+KEY_UPDATE = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "additionalProperties": False, "properties": _KEY_FIELDS}
         }
     },
 }
@@ -201,7 +234,7 @@ def _schema(url: str) -> dict[str, Any]:
 def test_gateway_and_admin_survive_schemathesis(tmp_path):
     gateway_key = fake_key("fuzz-gateway")
     admin_key = fake_key("fuzz-admin")
-    gateway_process = gateway(tmp_path / "gateway", gateway_key)
+    gateway_process = gateway(tmp_path / "gateway", gateway_key, ADMIN_API_KEY=admin_key)
     closed = f"http://127.0.0.1:{free_port()}"
     admin_process = ServiceProcess(
         "admin",
@@ -227,6 +260,8 @@ def test_gateway_and_admin_survive_schemathesis(tmp_path):
         admin_process.start()
         gateway_schema = _schema(gateway_process.url)
         gateway_schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = CHAT_REQUEST
+        gateway_schema["paths"]["/api/keys"]["post"]["requestBody"] = KEY_CREATE
+        gateway_schema["paths"]["/api/keys/{key_id}"]["patch"]["requestBody"] = KEY_UPDATE
         results = {
             "gateway": _fuzz(
                 gateway_schema,
@@ -234,7 +269,7 @@ def test_gateway_and_admin_survive_schemathesis(tmp_path):
                 [
                     valid := {"Authorization": f"Bearer {gateway_key}"},
                     {},
-                    valid,
+                    {"Authorization": f"Bearer {admin_key}"},  # the key API's key
                     {"Authorization": "Bearer wrong-000"},
                     valid,
                 ],

@@ -141,7 +141,7 @@ async def list_keys(
     request: Request[Any, Any, Any],
     user_id: Annotated[int | None, QueryParameter(ge=1)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: Annotated[int, QueryParameter(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
     """Keys by id (one user's with `user_id`), revoked ones included: alias, limits, spend, last use."""
     gateway = _admin(request)
