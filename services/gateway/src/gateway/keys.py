@@ -23,7 +23,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from gateway.auth import bearer_key, unauthorized
-from gateway.limits import Decision, Limiter, duration
+from gateway.limits import WINDOW_SECONDS, Decision, Limiter, duration
 from gateway.providers.catalog import Catalog
 from gateway.schema import ChatCompletionRequest
 from gateway.store import ApiKey, KeyRefused, Store
@@ -76,16 +76,24 @@ class Caller:
             self._guard.finished(self, tokens_used)
 
 
+_HEADER_NAMES = {
+    kind: tuple(f"x-ratelimit-{what}-{kind}".encode() for what in ("limit", "remaining", "reset"))
+    for kind in ("requests", "tokens")
+}
+
+
 def rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
     """`x-ratelimit-limit-*`, `-remaining-*`, `-reset-*` for requests and tokens, as the buckets stand."""
-    headers = []
+    headers: list[tuple[bytes, bytes]] = []
     for kind, bucket in (("requests", decision.requests), ("tokens", decision.tokens)):
         if bucket is not None:
-            headers += [
-                (b"x-ratelimit-limit-" + kind.encode(), b"%d" % bucket.limit),
-                (b"x-ratelimit-remaining-" + kind.encode(), b"%d" % bucket.remaining),
-                (b"x-ratelimit-reset-" + kind.encode(), duration(bucket.reset_seconds).encode()),
-            ]
+            limit, level = bucket.limit, bucket.level
+            names = _HEADER_NAMES[kind]
+            headers += (
+                (names[0], b"%d" % limit),
+                (names[1], b"%d" % (math.floor(level) if level > 0 else 0)),
+                (names[2], duration(max(0.0, (limit - level) * WINDOW_SECONDS / limit)).encode()),
+            )
     return headers
 
 
