@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from litestar.exceptions import HTTPException
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from telemetry.forwarder import ForwardTransport, LogForwarder, create_forwarder
 from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
 from telemetry.middleware import RouteResolver, TelemetryMiddleware
@@ -37,6 +39,7 @@ class Telemetry:
     http: HttpMetrics
     tracer_provider: LeanTracerProvider
     log_sink: JsonSink
+    log_forwarder: LogForwarder | None = None
 
     @classmethod
     def create(
@@ -47,16 +50,36 @@ class Telemetry:
         exporter: SpanExporter | None = None,
         log_stream: IO[bytes] | None = None,
     ) -> Telemetry:
-        """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output."""
+        """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output.
+
+        With `LOG_FORWARD_URL` set, the log sink's lines are forwarded there too (see `forward_logs`).
+        """
         log_sink = configure_logging(settings, log_stream)
         registry = registry if registry is not None else create_registry()
-        return cls(
+        telemetry = cls(
             settings=settings,
             registry=registry,
             http=HttpMetrics(registry, settings.app_name),
             tracer_provider=create_tracer_provider(settings, exporter),
             log_sink=log_sink,
         )
+        if settings.log_forward_url is not None:
+            telemetry.forward_logs()
+        return telemetry
+
+    def forward_logs(self, transport: ForwardTransport | None = None) -> LogForwarder | None:
+        """Send every line the log sink writes through `transport` too (default: to `LOG_FORWARD_URL`).
+
+        Lines queue from now on; the worker runs while the lifespan does. Its metrics join the registry.
+        """
+        if self.log_forwarder is not None:
+            msg = "log forwarding is already on"
+            raise RuntimeError(msg)
+        forwarder = create_forwarder(self.settings, self.registry, self.log_sink.write_local, transport)
+        if forwarder is not None:
+            self.log_forwarder = forwarder
+            self.log_sink.forward_to(forwarder)
+        return forwarder
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -65,18 +88,25 @@ class Telemetry:
 
     @asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        """Freeze the start-up heap for the GC; at shutdown, flush spans within a bound.
+        """Freeze the start-up heap for the GC; run the log forwarder; at shutdown, flush both, bounded.
 
         Spans waiting for their batch outlive their request, so the cyclic GC runs while serving; frozen,
-        the ~50k objects of imports and app set-up are no longer traversed by each full collection. The
-        flush is bounded so a dead Tempo cannot hold the process.
+        the ~50k objects of imports and app set-up are no longer traversed by each full collection. Spans
+        and forwarded lines are flushed side by side, each within its own bound (3 s), so a dead Tempo or
+        log-shipper cannot hold the process; the event loop keeps running meanwhile.
         """
         gc.collect()  # garbage that exists now would otherwise be frozen with the rest, for good
         gc.freeze()
+        forwarder = self.log_forwarder
+        if forwarder is not None:
+            forwarder.start()
         try:
             yield
         finally:
-            shutdown_tracer_provider(self.tracer_provider)
+            flushes = [asyncio.to_thread(shutdown_tracer_provider, self.tracer_provider)]
+            if forwarder is not None:
+                flushes.append(asyncio.to_thread(forwarder.close, partial(self.log_sink.forward_to, None)))
+            await asyncio.gather(*flushes)
 
 
 def instrument(app: Litestar, telemetry: Telemetry) -> Litestar:

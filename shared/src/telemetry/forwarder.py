@@ -1,0 +1,448 @@
+"""`LogForwarder`: the log sink's JSON lines, also sent in batches to the log-shipper's `POST /ingest`.
+
+For hosts where nothing reads a service's stdout into Loki (Railway). The request's path only appends the
+line the sink already encoded to a bounded queue (lines and bytes); one background thread batches NDJSON,
+gzips bodies worth compressing, posts them, retries connection errors, 429 and 5xx with backoff, and counts
+what it has to drop. A 200 from `/ingest` (the lines are fsync'd in the shipper's spool) is the only ack.
+
+The forwarder's own reports are written to stdout only, never queued, so a failing shipper cannot feed it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+    from telemetry.settings import TelemetrySettings
+
+GZIP_MIN_BYTES = 1024
+"""Smaller bodies are sent as they are: gzip's header and the CPU would cost more than they save."""
+REPORT_INTERVAL_SECONDS = 10.0
+"""At most one line per kind of trouble (failing, queue full, rejected) in this long."""
+DROP_REASONS = ("queue_full", "rejected", "shutdown")
+RETRY_REASONS = ("connection", "timeout", "429", "5xx")
+
+Notify = Callable[[str, str, dict[str, Any]], None]
+"""(level, message, fields): writes one line to stdout only (`JsonSink.write_local`)."""
+
+
+class Outcome(Enum):
+    """What the receiver made of one batch."""
+
+    ACKED = "acked"
+    RETRY = "retry"
+    REJECTED = "rejected"
+    TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The result of one attempt: outcome, a short reason (`connection`, `503`, …), an honoured Retry-After."""
+
+    outcome: Outcome
+    reason: str
+    retry_after: float | None = None
+    detail: str = ""
+
+
+class ForwardTransport(Protocol):
+    """Delivers one batch of encoded lines (`HttpTransport`, or the shipper's own in-process one)."""
+
+    def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
+        """Deliver `lines` (each ending in a newline) within `timeout` seconds."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class HttpTransport:
+    """POSTs NDJSON to the shipper's `/ingest?service=<name>`, gzip-compressed when the body is large enough."""
+
+    def __init__(self, url: str, service: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        if "service=" not in parts.query:
+            query = "&".join(filter(None, (parts.query, urlencode({"service": service}))))
+            url = parts._replace(query=query).geturl()
+        self.url = url
+        self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-ndjson"})
+
+    def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
+        """One POST; 200 is the ack, 413 asks for smaller batches, 429/5xx/network errors are retried."""
+        body = b"".join(lines)
+        headers = {}
+        if len(body) >= GZIP_MIN_BYTES:
+            body = zlib.compress(body, 1, wbits=31)  # wbits 31: a gzip member, as `gzip.compress` writes
+            headers["content-encoding"] = "gzip"
+        try:
+            response = self._client.post(self.url, content=body, headers=headers, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            return Delivery(Outcome.RETRY, "timeout", detail=type(exc).__name__)
+        except httpx.HTTPError as exc:
+            return Delivery(Outcome.RETRY, "connection", detail=f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if status == 200:  # noqa: PLR2004 - the one ack /ingest gives
+            return Delivery(Outcome.ACKED, "200")
+        detail = response.text[:200]
+        if status == 413:  # noqa: PLR2004
+            return Delivery(Outcome.TOO_LARGE, "413", detail=detail)
+        if status == 429 or status >= 500:  # noqa: PLR2004
+            reason = "429" if status == 429 else "5xx"  # noqa: PLR2004
+            return Delivery(Outcome.RETRY, reason, _retry_after(response), f"HTTP {status}: {detail}")
+        return Delivery(Outcome.REJECTED, str(status), detail=f"HTTP {status}: {detail}")
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderLimits:
+    """Bounds and timings of one forwarder (from `LOG_FORWARD_*`)."""
+
+    max_lines: int = 20_000
+    max_bytes: int = 16 * 1024 * 1024
+    batch_bytes: int = 512 * 1024
+    flush_seconds: float = 1.0
+    timeout_seconds: float = 5.0
+    retry_min_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+    shutdown_seconds: float = 3.0
+    report_seconds: float = REPORT_INTERVAL_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: TelemetrySettings) -> ForwarderLimits:
+        """The limits `settings` name."""
+        return cls(
+            max_lines=settings.log_forward_max_lines,
+            max_bytes=settings.log_forward_max_bytes,
+            batch_bytes=settings.log_forward_batch_bytes,
+            flush_seconds=settings.log_forward_flush_seconds,
+            timeout_seconds=settings.log_forward_timeout_seconds,
+            retry_min_seconds=settings.log_forward_retry_min_seconds,
+            retry_max_seconds=settings.log_forward_retry_max_seconds,
+            shutdown_seconds=settings.log_forward_shutdown_seconds,
+        )
+
+
+class LogForwarder:
+    """A bounded queue of encoded lines, drained by one worker thread through a `ForwardTransport`.
+
+    Counters have one writer each, so no lock is shared with the hot path: `offer` (called under the log
+    sink's lock) writes the `_in_*` counts and queue-full drops, the worker writes the `_out_*` counts (lines
+    acknowledged or dropped). What waits, in flight included, is their difference.
+    """
+
+    def __init__(self, transport: ForwardTransport, limits: ForwarderLimits, notify: Notify) -> None:
+        self.transport = transport
+        self.limits = limits
+        self._notify = notify
+        self._queue: deque[bytes] = deque()
+        self._in_lines = 0
+        self._in_bytes = 0
+        self._dropped_full = 0
+        self._out_lines = 0
+        self._out_bytes = 0
+        self._taken_bytes = 0
+        self.forwarded = 0
+        self._dropped_rejected = 0
+        self._dropped_shutdown = 0
+        self.retries = dict.fromkeys(RETRY_REASONS, 0)
+        self._max_lines = limits.max_lines
+        self._max_bytes = limits.max_bytes
+        self._batch_bytes = limits.batch_bytes
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._deadline = 0.0
+        self._worker = threading.Thread(target=self._run, name="log-forward", daemon=True)
+        self._started = False
+        self._failing: Delivery | None = None
+        self._last_report: dict[str, float] = {}
+        self._reported_full = 0
+        self.closed = False
+
+    # --- the hot path ------------------------------------------------------------------------------
+    def offer(self, line: bytes) -> None:
+        """Queue one encoded line, or count it as dropped when the queue is at its bound. Never blocks."""
+        size = len(line)
+        if (
+            self._in_lines - self._out_lines >= self._max_lines
+            or self._in_bytes - self._out_bytes + size > self._max_bytes
+        ):
+            self._dropped_full += 1
+            return
+        self._in_lines += 1
+        self._in_bytes += size
+        self._queue.append(line)
+        if self._in_bytes - self._taken_bytes >= self._batch_bytes and not self._wake.is_set():
+            self._wake.set()  # a full batch waits: send it now rather than at the next flush tick
+
+    # --- reading -----------------------------------------------------------------------------------
+    @property
+    def thread_id(self) -> int | None:
+        """The worker's thread id (None before `start`): lines logged on it are never forwarded."""
+        return self._worker.ident
+
+    @property
+    def queued_lines(self) -> int:
+        """Lines offered and not yet acknowledged or dropped (in flight included)."""
+        return self._in_lines - self._out_lines
+
+    @property
+    def queued_bytes(self) -> int:
+        """Their bytes."""
+        return self._in_bytes - self._out_bytes
+
+    def dropped(self) -> dict[str, int]:
+        """Lines that will never be forwarded, by reason."""
+        return {
+            "queue_full": self._dropped_full,
+            "rejected": self._dropped_rejected,
+            "shutdown": self._dropped_shutdown,
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker (lines offered before wait in the queue)."""
+        if not self._started and not self.closed:
+            self._started = True
+            self._worker.start()
+
+    def close(self, detach: Callable[[], None] = lambda: None) -> bool:
+        """Flush within `shutdown_seconds`, stop; `detach` stops new offers. False if lines were left.
+
+        What is still unacknowledged at the deadline (the shipper down, or too slow) is counted as dropped
+        (`shutdown`) and said in one line on stdout.
+        """
+        if self.closed:
+            return True
+        self._deadline = time.monotonic() + self.limits.shutdown_seconds
+        self._stop.set()
+        self._wake.set()
+        if self._started:
+            # The worker's last attempts end by the deadline; a POST it started before shutdown may not,
+            # so the wait is bounded here too (the daemon thread is then abandoned with the process).
+            self._worker.join(max(0.0, self._deadline - time.monotonic()))
+        detach()
+        self.closed = True
+        left = self._in_lines - self._out_lines
+        self._dropped_shutdown += left
+        self._notify(
+            "INFO" if left == 0 else "WARNING",
+            "Log forwarder stopped",
+            {"forwarded_lines": self.forwarded, "not_delivered_lines": left, "dropped_lines": self.dropped()},
+        )
+        self.transport.close()
+        return left == 0
+
+    # --- the worker --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # Woken by a full batch: send full batches only; on the tick, everything. Sending what trickled
+            # in meanwhile after each wake would turn steady traffic into a POST per handful of lines.
+            full_only = self._wake.wait(self.limits.flush_seconds)
+            self._wake.clear()
+            self._report_drops()
+            self._drain(full_only=full_only and not self._stop.is_set())
+        self._drain(full_only=False)  # the final flush, bounded by the deadline close() set
+
+    def _drain(self, *, full_only: bool) -> None:
+        """Send what is queued, batch by batch; stop when a batch cannot be delivered before shutdown."""
+        while self._queue:
+            if full_only and self._in_bytes - self._taken_bytes < self._batch_bytes:
+                return
+            batch, size = self._take()
+            if not self._deliver(batch, size):
+                return
+
+    def _take(self) -> tuple[list[bytes], int]:
+        queue, limit = self._queue, self._batch_bytes
+        batch = [queue.popleft()]
+        size = len(batch[0])
+        while queue and size + len(queue[0]) <= limit:
+            line = queue.popleft()
+            batch.append(line)
+            size += len(line)
+        self._taken_bytes += size
+        return batch, size
+
+    def _deliver(self, batch: list[bytes], size: int) -> bool:
+        """Until the batch is acked, rejected or split; False when shutdown's deadline ends the attempts."""
+        attempt = 0
+        while True:
+            timeout = self.limits.timeout_seconds
+            if self._stop.is_set():
+                timeout = min(timeout, self._deadline - time.monotonic())
+                if timeout <= 0:
+                    return False
+            try:
+                result = self.transport.send(batch, timeout)
+            except Exception as exc:  # noqa: BLE001 - a transport bug must not end forwarding for good
+                result = Delivery(Outcome.RETRY, "connection", detail=repr(exc))
+            if result.outcome is Outcome.ACKED:
+                self._finish(len(batch), size)
+                self.forwarded += len(batch)
+                self._recovered()
+                return True
+            if result.outcome is Outcome.TOO_LARGE and len(batch) > 1:
+                half = len(batch) // 2
+                for part in (batch[:half], batch[half:]):
+                    if not self._deliver(part, sum(map(len, part))):
+                        return False
+                return True
+            if result.outcome in {Outcome.REJECTED, Outcome.TOO_LARGE}:
+                self._finish(len(batch), size)
+                self._dropped_rejected += len(batch)
+                self._report("rejected", "WARNING", "Log forwarding: the shipper refused a batch; dropped", result)
+                return True
+            if self._stop.is_set() and result.reason == "connection":
+                return False  # shutting down and nothing listens: waiting would only hold the exit
+            self.retries[result.reason if result.reason in self.retries else "connection"] += 1
+            self._failing = result
+            self._report("failing", "WARNING", "Log forwarding failing; lines wait in memory, bounded", result)
+            delay = self._backoff(attempt, result.retry_after)
+            attempt += 1
+            if not self._stop.is_set():
+                self._stop.wait(delay)  # shutdown cuts the wait short, then the deadline applies
+                continue
+            remaining = self._deadline - time.monotonic()
+            if delay >= remaining:
+                return False
+            time.sleep(delay)
+
+    def _finish(self, lines: int, size: int) -> None:
+        self._out_lines += lines
+        self._out_bytes += size
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        limits = self.limits
+        if retry_after is not None:
+            return min(limits.retry_max_seconds, retry_after)
+        ceiling = min(limits.retry_max_seconds, limits.retry_min_seconds * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    def _recovered(self) -> None:
+        if self._failing is not None:
+            self._failing = None
+            self._last_report.pop("failing", None)
+            self._notify("INFO", "Log forwarding recovered", {"queued_lines": self.queued_lines})
+
+    def _report(self, kind: str, level: str, message: str, result: Delivery) -> None:
+        if not self._due(kind):
+            return
+        fields = {
+            "reason": result.reason,
+            "detail": result.detail,
+            "queued_lines": self.queued_lines,
+            "dropped_lines": self.dropped(),
+        }
+        self._notify(level, message, fields)
+
+    def _report_drops(self) -> None:
+        dropped = self._dropped_full
+        if dropped > self._reported_full and self._due("queue_full"):
+            self._notify(
+                "WARNING",
+                "Log forwarder queue full: new lines dropped",
+                {
+                    "dropped_since_last_report": dropped - self._reported_full,
+                    "max_lines": self._max_lines,
+                    "max_bytes": self._max_bytes,
+                },
+            )
+            self._reported_full = dropped
+
+    def _due(self, kind: str) -> bool:
+        now = time.monotonic()
+        last = self._last_report.get(kind)
+        if last is not None and now - last < self.limits.report_seconds:
+            return False
+        self._last_report[kind] = now
+        return True
+
+
+class ForwarderCollector:
+    """`log_forwarder_*` families, read from the forwarder's plain counters at scrape time."""
+
+    def __init__(self, forwarder: LogForwarder, registry: CollectorRegistry) -> None:
+        self._forwarder = forwarder
+        registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        """Names and types, for the registry's duplicate check."""
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        """Current values."""
+        yield from self._families()
+
+    def _families(self) -> Iterator[Metric]:
+        forwarder = self._forwarder
+        forwarded = CounterMetricFamily(
+            "log_forwarder_forwarded_lines", "Log lines the log-shipper acknowledged (fsync'd in its spool)."
+        )
+        forwarded.add_metric([], forwarder.forwarded)
+        yield forwarded
+        dropped = CounterMetricFamily(
+            "log_forwarder_dropped_lines",
+            "Log lines that will never be forwarded, by reason: queue_full, rejected, shutdown.",
+            labels=["reason"],
+        )
+        for reason, count in forwarder.dropped().items():
+            dropped.add_metric([reason], count)
+        yield dropped
+        retries = CounterMetricFamily(
+            "log_forwarder_retries",
+            "Batches sent again, by reason: connection, timeout, 429, 5xx.",
+            labels=["reason"],
+        )
+        for reason, count in forwarder.retries.items():
+            retries.add_metric([reason], count)
+        yield retries
+        queued = GaugeMetricFamily("log_forwarder_queued_lines", "Log lines waiting to be forwarded.")
+        queued.add_metric([], forwarder.queued_lines)
+        yield queued
+        queued_bytes = GaugeMetricFamily("log_forwarder_queued_bytes", "Bytes of the lines waiting.")
+        queued_bytes.add_metric([], forwarder.queued_bytes)
+        yield queued_bytes
+
+
+def create_forwarder(
+    settings: TelemetrySettings,
+    registry: CollectorRegistry,
+    notify: Notify,
+    transport: ForwardTransport | None = None,
+) -> LogForwarder | None:
+    """The forwarder `LOG_FORWARD_URL` asks for (or one over `transport`), its metrics on `registry`."""
+    if transport is None:
+        if settings.log_forward_url is None:
+            return None
+        transport = HttpTransport(
+            settings.log_forward_url, settings.service_name, settings.log_forward_timeout_seconds
+        )
+    forwarder = LogForwarder(transport, ForwarderLimits.from_settings(settings), notify)
+    ForwarderCollector(forwarder, registry)
+    return forwarder
