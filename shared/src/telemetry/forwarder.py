@@ -52,7 +52,7 @@ class Outcome(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """The result of one attempt: outcome, a short reason (`connection`, `503`, …), an honoured Retry-After."""
+    """One attempt's result: outcome, a short reason (`connection`, `5xx`, …), an honoured Retry-After."""
 
     outcome: Outcome
     reason: str
@@ -73,7 +73,7 @@ class ForwardTransport(Protocol):
 
 
 class HttpTransport:
-    """POSTs NDJSON to the shipper's `/ingest?service=<name>`, gzip-compressed when the body is large enough."""
+    """POSTs NDJSON to the shipper's `/ingest?service=<name>`, gzip-compressed when the body is big enough."""
 
     def __init__(self, url: str, service: str, timeout: float) -> None:
         parts = urlsplit(url)
@@ -97,13 +97,13 @@ class HttpTransport:
         except httpx.HTTPError as exc:
             return Delivery(Outcome.RETRY, "connection", detail=f"{type(exc).__name__}: {exc}")
         status = response.status_code
-        if status == 200:  # noqa: PLR2004 - the one ack /ingest gives
+        if status == 200:
             return Delivery(Outcome.ACKED, "200")
         detail = response.text[:200]
-        if status == 413:  # noqa: PLR2004
+        if status == 413:
             return Delivery(Outcome.TOO_LARGE, "413", detail=detail)
-        if status == 429 or status >= 500:  # noqa: PLR2004
-            reason = "429" if status == 429 else "5xx"  # noqa: PLR2004
+        if status == 429 or status >= 500:
+            reason = "429" if status == 429 else "5xx"
             return Delivery(Outcome.RETRY, reason, _retry_after(response), f"HTTP {status}: {detail}")
         return Delivery(Outcome.REJECTED, str(status), detail=f"HTTP {status}: {detail}")
 
@@ -298,40 +298,51 @@ class LogForwarder:
                 timeout = min(timeout, self._deadline - time.monotonic())
                 if timeout <= 0:
                     return False
-            try:
-                result = self.transport.send(batch, timeout)
-            except Exception as exc:  # noqa: BLE001 - a transport bug must not end forwarding for good
-                result = Delivery(Outcome.RETRY, "connection", detail=repr(exc))
-            if result.outcome is Outcome.ACKED:
-                self._finish(len(batch), size)
-                self.forwarded += len(batch)
-                self._recovered()
-                return True
-            if result.outcome is Outcome.TOO_LARGE and len(batch) > 1:
-                half = len(batch) // 2
-                for part in (batch[:half], batch[half:]):
-                    if not self._deliver(part, sum(map(len, part))):
-                        return False
-                return True
-            if result.outcome in {Outcome.REJECTED, Outcome.TOO_LARGE}:
-                self._finish(len(batch), size)
-                self._dropped_rejected += len(batch)
-                self._report("rejected", "WARNING", "Log forwarding: the shipper refused a batch; dropped", result)
-                return True
+            result = self._send(batch, timeout)
+            if result.outcome is not Outcome.RETRY:
+                return self._settle(batch, size, result)
             if self._stop.is_set() and result.reason == "connection":
                 return False  # shutting down and nothing listens: waiting would only hold the exit
             self.retries[result.reason if result.reason in self.retries else "connection"] += 1
             self._failing = result
-            self._report("failing", "WARNING", "Log forwarding failing; lines wait in memory, bounded", result)
-            delay = self._backoff(attempt, result.retry_after)
-            attempt += 1
-            if not self._stop.is_set():
-                self._stop.wait(delay)  # shutdown cuts the wait short, then the deadline applies
-                continue
-            remaining = self._deadline - time.monotonic()
-            if delay >= remaining:
+            self._report(
+                "failing", "WARNING", "Log forwarding failing; lines wait in memory, bounded", result
+            )
+            if not self._wait_to_retry(attempt, result.retry_after):
                 return False
-            time.sleep(delay)
+            attempt += 1
+
+    def _send(self, batch: list[bytes], timeout: float) -> Delivery:
+        try:
+            return self.transport.send(batch, timeout)
+        except Exception as exc:  # noqa: BLE001 - a transport bug must not end forwarding for good
+            return Delivery(Outcome.RETRY, "connection", detail=repr(exc))
+
+    def _settle(self, batch: list[bytes], size: int, result: Delivery) -> bool:
+        """Acked, split (413) or rejected for good; False only if a half ran out of time."""
+        if result.outcome is Outcome.ACKED:
+            self._finish(len(batch), size)
+            self.forwarded += len(batch)
+            self._recovered()
+            return True
+        if result.outcome is Outcome.TOO_LARGE and len(batch) > 1:
+            half = len(batch) // 2
+            return all(self._deliver(part, sum(map(len, part))) for part in (batch[:half], batch[half:]))
+        self._finish(len(batch), size)
+        self._dropped_rejected += len(batch)
+        self._report("rejected", "WARNING", "Log forwarding: the shipper refused a batch; dropped", result)
+        return True
+
+    def _wait_to_retry(self, attempt: int, retry_after: float | None) -> bool:
+        """Back off; False when the wait would pass shutdown's deadline."""
+        delay = self._backoff(attempt, retry_after)
+        if not self._stop.is_set():
+            self._stop.wait(delay)  # shutdown cuts the wait short, then the deadline applies
+            return True
+        if delay >= self._deadline - time.monotonic():
+            return False
+        time.sleep(delay)
+        return True
 
     def _finish(self, lines: int, size: int) -> None:
         self._out_lines += lines

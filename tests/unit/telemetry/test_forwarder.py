@@ -1,4 +1,4 @@
-"""The log forwarder: bounded queue, batches, retries, drops counted exactly, bounded shutdown, no feedback."""
+"""The log forwarder: bounded queue, batches, retries, drops counted exactly, bounded shutdown, no loop."""
 
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ from telemetry.settings import SettingsError
 
 ACK = Delivery(Outcome.ACKED, "200")
 FAST = ForwarderLimits(
-    flush_seconds=0.05, retry_min_seconds=0.01, retry_max_seconds=0.05, shutdown_seconds=1.0, report_seconds=60
+    flush_seconds=0.05,
+    retry_min_seconds=0.01,
+    retry_max_seconds=0.05,
+    shutdown_seconds=1.0,
+    report_seconds=60,
 )
 
 
@@ -381,7 +385,7 @@ class TestTelemetryWiring:
 
     def test_lines_logged_on_the_forwarders_thread_stay_on_stdout(self, log_capture, notes, started):
         """Whatever the worker thread logs (httpx, its own reports) is written but never queued."""
-        settings = GatewaySettings(tempo_enabled=False)
+        settings = GatewaySettings(tempo_enabled=False, log_forward_flush_seconds=0.05)
         telemetry = Telemetry.create(settings, log_stream=log_capture, registry=CollectorRegistry())
 
         class LoggingTransport(FakeTransport):
@@ -406,7 +410,9 @@ class TestTelemetryWiring:
     def test_forwarding_is_off_without_the_variable(self, log_capture):
         """No LOG_FORWARD_URL: no forwarder and no log_forwarder_* families."""
         registry = CollectorRegistry()
-        telemetry = Telemetry.create(GatewaySettings(tempo_enabled=False), log_stream=log_capture, registry=registry)
+        telemetry = Telemetry.create(
+            GatewaySettings(tempo_enabled=False), log_stream=log_capture, registry=registry
+        )
         assert telemetry.log_forwarder is None
         assert registry.get_sample_value("log_forwarder_queued_lines") is None
 

@@ -75,7 +75,7 @@ class ShipperSettings(
     shipper_shutdown_timeout_seconds: Seconds = 5.0
     """Bound on the final flush and push at shutdown; what is left stays in the spool."""
     shipper_own_logs: bool = False
-    """Ship the shipper's own JSON lines too, handed straight to its batcher (Railway: nothing reads stdout)."""
+    """Ship its own JSON lines too, straight into its batcher (on Railway nothing reads its stdout)."""
 
     def __post_init__(self) -> None:
         """Its own lines go either into its own spool or to another shipper, not both."""
