@@ -21,7 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.fake_loki import FakeLoki
+from support.fake_tempo import FakeTempo
 from support.processes import ServiceProcess, free_port
+from support.railway import PLACEHOLDER, railway_provided, readme_variables, resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -258,3 +260,65 @@ class TestShutdown:
         assert stopped["message"] == "Log forwarder stopped"
         assert stopped["not_delivered_lines"] == len(forwarded_lines(gateway)) - stopped["forwarded_lines"]
         assert stopped["dropped_lines"]["shutdown"] == stopped["not_delivered_lines"] > 0
+
+
+class TestRailwayRehearsal:
+    def test_the_readme_variables_bring_every_services_lines_to_loki(self, tmp_path, loki, started):
+        """Gateway, admin and shipper started with the README's Railway variables, resolved as Railway
+        would (private domains → loopback, ports pinned to free ones): no stdout is tailed, and lines from
+        all three services reach Loki, labelled with the Railway environment's name."""
+        variables = readme_variables()
+        shipper_env = variables["log-shipper"]
+        assert not {"SHIPPER_FILES", "SHIPPER_STDIN"} & set(shipper_env)  # nothing reads their stdout
+        tempo = FakeTempo().start()
+        ports = {"gateway": free_port(), "admin": free_port(), "log-shipper": free_port()}
+        ports |= {"loki": loki.port, "tempo": tempo.port, "prometheus": free_port()}  # Prometheus absent
+        for service, port in ports.items():
+            variables[service]["PORT"] = str(port)
+        resolved = resolve(
+            variables,
+            lambda service: {**railway_provided(service, "rehearsal"), "RAILWAY_PRIVATE_DOMAIN": "127.0.0.1"},
+        )
+        admin_key = "gw_admin_rehearsal_only_key"
+        state = {
+            "gateway": {"GATEWAY_DB_PATH": str(tmp_path / "data" / "gateway.db")},
+            "log-shipper": {"SHIPPER_SPOOL_DIR": str(tmp_path / "spool")},
+            "admin": {},
+        }
+        try:
+            processes = {}
+            for service, module, ready in (
+                ("log-shipper", "log_shipper", "/health"),
+                ("gateway", "gateway", "/ready"),
+                ("admin", "admin", "/health"),
+            ):
+                env = {
+                    name: admin_key
+                    if PLACEHOLDER.match(value)
+                    else value.replace(
+                        "127.0.0.1:4318",
+                        f"127.0.0.1:{tempo.port}",  # Tempo's OTLP port, on the fake
+                    )
+                    for name, value in resolved[service].items()
+                }
+                # The deliberate differences: loopback instead of every interface on a shared machine, a
+                # temporary directory for the volume, and Tempo export on (the harness turns it off).
+                env |= {"HOST": "127.0.0.1", "TEMPO_ENABLED": "true", **state[service]}
+                process = ServiceProcess(module, env, tmp_path, port=ports[service])
+                started.append(process)
+                processes[service] = process.start(ready_path=ready)
+            with httpx.Client() as client:
+                for _ in range(5):
+                    assert client.get(processes["gateway"].url + "/api/users/1").status_code == 200
+                health = client.get(processes["admin"].url + "/api/instrumentation/health").json()
+            by_name = {check["name"]: check["status"] for check in health["checks"]}
+            assert {
+                name: by_name[name] for name in ("gateway", "log-shipper", "loki", "tempo")
+            } == dict.fromkeys(("gateway", "log-shipper", "loki", "tempo"), "ok"), health
+            for service in ("gatewayz-api", "gatewayz-admin", "gatewayz-log-shipper"):
+                lines = loki.wait_for(1, timeout=15, service=service, environment="rehearsal")
+                assert lines, (service, loki.streams())
+            gateway_lines = loki.lines(service="gatewayz-api")
+            assert sum('"endpoint":"/api/users/{user_id}"' in line for line in gateway_lines) == 5
+        finally:
+            tempo.stop()
