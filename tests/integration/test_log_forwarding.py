@@ -145,10 +145,11 @@ def chat(client: httpx.Client, url: str, model: str = "quick") -> httpx.Response
 
 class TestDelivery:
     def test_every_access_and_inference_line_arrives_with_its_labels(self, tmp_path, loki, started):
-        """A known sequence (users, chat, an unknown model, a 404): each line in Loki, labelled by its own
-        service and level and the shipper's environment, byte for byte as the gateway wrote it."""
+        """A known sequence (users, chat, an unknown model, a 404), gzip-compressed: each line in Loki,
+        labelled by its own service and level and the shipper's environment, byte for byte as written."""
         shipper = start_shipper(tmp_path, loki, started)
-        gateway = start_gateway(tmp_path, started, "gw", shipper.url + "/ingest")
+        # gzip on (auto would not compress on loopback): the shipper's decompression is on the path too.
+        gateway = start_gateway(tmp_path, started, "gw", shipper.url + "/ingest", LOG_FORWARD_GZIP="true")
         with httpx.Client() as client:
             statuses = [client.get(gateway.url + "/api/users/1").status_code for _ in range(10)]
             statuses += [chat(client, gateway.url).status_code for _ in range(5)]

@@ -2,22 +2,25 @@
 
 For hosts where nothing reads a service's stdout into Loki (Railway). The request's path only appends the
 line the sink already encoded to a bounded queue (lines and bytes); one background thread batches NDJSON,
-gzips bodies worth compressing, posts them, retries connection errors, 429 and 5xx with backoff, and counts
-what it has to drop. A 200 from `/ingest` (the lines are fsync'd in the shipper's spool) is the only ack.
+gzips it where that pays (a shipper across a public network), posts it, retries connection errors, 429 and
+5xx with backoff, and counts what it has to drop. A 200 from `/ingest` (the lines are fsync'd in the
+shipper's spool) is the only ack.
 
 The forwarder's own reports are written to stdout only, never queued, so a failing shipper cannot feed it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import threading
 import time
 import zlib
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -36,6 +39,9 @@ REPORT_INTERVAL_SECONDS = 10.0
 """At most one line per kind of trouble (failing, queue full, rejected) in this long."""
 DROP_REASONS = ("queue_full", "rejected", "shutdown")
 RETRY_REASONS = ("connection", "timeout", "429", "5xx")
+
+_NEVER = float("inf")
+"""`_wake_at` once a size wake is pending: no further wake until the worker has taken the lines."""
 
 Notify = Callable[[str, str, dict[str, Any]], None]
 """(level, message, fields): writes one line to stdout only (`JsonSink.write_local`)."""
@@ -73,21 +79,22 @@ class ForwardTransport(Protocol):
 
 
 class HttpTransport:
-    """POSTs NDJSON to the shipper's `/ingest?service=<name>`, gzip-compressed when the body is big enough."""
+    """POSTs NDJSON to the shipper's `/ingest?service=<name>`; gzip-compressed when `gzip` and big enough."""
 
-    def __init__(self, url: str, service: str, timeout: float) -> None:
+    def __init__(self, url: str, service: str, timeout: float, *, gzip: bool = True) -> None:
         parts = urlsplit(url)
         if "service=" not in parts.query:
             query = "&".join(filter(None, (parts.query, urlencode({"service": service}))))
             url = parts._replace(query=query).geturl()
         self.url = url
+        self.gzip = gzip
         self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-ndjson"})
 
     def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
         """One POST; 200 is the ack, 413 asks for smaller batches, 429/5xx/network errors are retried."""
         body = b"".join(lines)
         headers = {}
-        if len(body) >= GZIP_MIN_BYTES:
+        if self.gzip and len(body) >= GZIP_MIN_BYTES:
             body = zlib.compress(body, 1, wbits=31)  # wbits 31: a gzip member, as `gzip.compress` writes
             headers["content-encoding"] = "gzip"
         try:
@@ -110,6 +117,23 @@ class HttpTransport:
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+def gzip_pays(url: str) -> bool:
+    """True when the shipper is reached over a public network, where bytes cost more than compressing them.
+
+    Compressing costs the service ~2 µs of CPU a line at level 1 (and the shipper ~0.7 µs to inflate) to save
+    ~250 bytes; on loopback and private networks (Railway's `*.railway.internal`, compose's one-label names,
+    private addresses) sending those bytes costs far less (BENCHMARKS.md, "Log forwarding").
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    if "." not in host or host.endswith((".internal", ".local", ".localhost")) or host == "localhost":
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a public DNS name
+    return address.is_global
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -149,24 +173,63 @@ class ForwarderLimits:
 
 
 class LogForwarder:
-    """A bounded queue of encoded lines, drained by one worker thread through a `ForwardTransport`.
+    """A bounded list of encoded lines, drained by one worker thread through a `ForwardTransport`.
 
-    Counters have one writer each, so no lock is shared with the hot path: `offer` (called under the log
-    sink's lock) writes the `_in_*` counts and queue-full drops, the worker writes the `_out_*` counts (lines
-    acknowledged or dropped). What waits, in flight included, is their difference.
+    `offer` runs under `lock` — the log sink's own, which it holds for the write(2) anyway — so the hot path
+    takes no lock of its own. The worker takes it only to swap the pending list for an empty one. Counters
+    have one writer each: `offer` the `_in_*` counts and queue-full drops, the worker the `_out_*` counts
+    (lines acknowledged or dropped); what waits, the batch in flight included, is their difference.
     """
 
-    def __init__(self, transport: ForwardTransport, limits: ForwarderLimits, notify: Notify) -> None:
+    __slots__ = (
+        "_batch_bytes",
+        "_carry",
+        "_deadline",
+        "_dropped_full",
+        "_dropped_rejected",
+        "_dropped_shutdown",
+        "_failing",
+        "_in_bytes",
+        "_in_lines",
+        "_last_report",
+        "_max_bytes",
+        "_max_lines",
+        "_notify",
+        "_out_bytes",
+        "_out_lines",
+        "_pending",
+        "_reported_full",
+        "_started",
+        "_stop",
+        "_wake",
+        "_wake_at",
+        "_worker",
+        "closed",
+        "forwarded",
+        "limits",
+        "lock",
+        "retries",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: ForwardTransport,
+        limits: ForwarderLimits,
+        notify: Notify,
+        lock: threading.Lock | None = None,
+    ) -> None:
         self.transport = transport
         self.limits = limits
+        self.lock = lock if lock is not None else threading.Lock()
         self._notify = notify
-        self._queue: deque[bytes] = deque()
+        self._pending: list[bytes] = []
+        self._carry: list[bytes] = []
         self._in_lines = 0
         self._in_bytes = 0
         self._dropped_full = 0
         self._out_lines = 0
         self._out_bytes = 0
-        self._taken_bytes = 0
         self.forwarded = 0
         self._dropped_rejected = 0
         self._dropped_shutdown = 0
@@ -174,6 +237,7 @@ class LogForwarder:
         self._max_lines = limits.max_lines
         self._max_bytes = limits.max_bytes
         self._batch_bytes = limits.batch_bytes
+        self._wake_at: float = limits.batch_bytes
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._deadline = 0.0
@@ -186,19 +250,25 @@ class LogForwarder:
 
     # --- the hot path ------------------------------------------------------------------------------
     def offer(self, line: bytes) -> None:
-        """Queue one encoded line, or count it as dropped when the queue is at its bound. Never blocks."""
-        size = len(line)
+        """Queue one encoded line, or count it as dropped at the bound; never blocks. Call under `lock`."""
+        in_bytes = self._in_bytes + len(line)
         if (
             self._in_lines - self._out_lines >= self._max_lines
-            or self._in_bytes - self._out_bytes + size > self._max_bytes
+            or in_bytes - self._out_bytes > self._max_bytes
         ):
             self._dropped_full += 1
             return
         self._in_lines += 1
-        self._in_bytes += size
-        self._queue.append(line)
-        if self._in_bytes - self._taken_bytes >= self._batch_bytes and not self._wake.is_set():
-            self._wake.set()  # a full batch waits: send it now rather than at the next flush tick
+        self._in_bytes = in_bytes
+        self._pending.append(line)
+        if in_bytes >= self._wake_at:  # a full batch waits: send it now, not at the next flush tick
+            self._wake_at = _NEVER
+            self._wake.set()
+
+    def offer_locked(self, line: bytes) -> None:
+        """`offer` taking `lock` itself (for callers that do not hold it)."""
+        with self.lock:
+            self.offer(line)
 
     # --- reading -----------------------------------------------------------------------------------
     @property
@@ -270,24 +340,40 @@ class LogForwarder:
         self._drain(full_only=False)  # the final flush, bounded by the deadline close() set
 
     def _drain(self, *, full_only: bool) -> None:
-        """Send what is queued, batch by batch; stop when a batch cannot be delivered before shutdown."""
-        while self._queue:
-            if full_only and self._in_bytes - self._taken_bytes < self._batch_bytes:
-                return
-            batch, size = self._take()
+        """Send what is queued, batch by batch; stop when a batch cannot be delivered before shutdown.
+
+        On a size wake (`full_only`) a last batch that is not full stays behind for the next round.
+        """
+        with self.lock:
+            lines, self._pending = self._pending, []
+            taken_to = self._in_bytes
+        if self._carry:
+            lines[:0] = self._carry
+            self._carry = []
+        batches = self._batches(lines)
+        carried = 0
+        if full_only and batches and batches[-1][1] < self._batch_bytes:
+            self._carry, carried = batches.pop()
+        self._wake_at = taken_to + self._batch_bytes - carried
+        for batch, size in batches:
             if not self._deliver(batch, size):
                 return
 
-    def _take(self) -> tuple[list[bytes], int]:
-        queue, limit = self._queue, self._batch_bytes
-        batch = [queue.popleft()]
-        size = len(batch[0])
-        while queue and size + len(queue[0]) <= limit:
-            line = queue.popleft()
-            batch.append(line)
-            size += len(line)
-        self._taken_bytes += size
-        return batch, size
+    def _batches(self, lines: list[bytes]) -> list[tuple[list[bytes], int]]:
+        """`lines` cut into runs of at most `batch_bytes` (a longer line alone), with their sizes."""
+        if not lines:
+            return []
+        ends = list(accumulate(map(len, lines)))  # C loops: no Python work per line
+        limit = self._batch_bytes
+        if ends[-1] <= limit:
+            return [(lines, ends[-1])]
+        batches = []
+        start, base = 0, 0
+        while start < len(lines):
+            stop = bisect_right(ends, base + limit, lo=start + 1)
+            batches.append((lines[start:stop], ends[stop - 1] - base))
+            start, base = stop, ends[stop - 1]
+        return batches
 
     def _deliver(self, batch: list[bytes], size: int) -> bool:
         """Until the batch is acked, rejected or split; False when shutdown's deadline ends the attempts."""
@@ -446,14 +532,18 @@ def create_forwarder(
     registry: CollectorRegistry,
     notify: Notify,
     transport: ForwardTransport | None = None,
+    lock: threading.Lock | None = None,
 ) -> LogForwarder | None:
-    """The forwarder `LOG_FORWARD_URL` asks for (or one over `transport`), its metrics on `registry`."""
+    """The forwarder `LOG_FORWARD_URL` asks for (or one over `transport`), its metrics on `registry`.
+
+    `lock` is the one its callers hold when they offer lines (the log sink's).
+    """
     if transport is None:
         if settings.log_forward_url is None:
             return None
-        transport = HttpTransport(
-            settings.log_forward_url, settings.service_name, settings.log_forward_timeout_seconds
-        )
-    forwarder = LogForwarder(transport, ForwarderLimits.from_settings(settings), notify)
+        url = settings.log_forward_url
+        gzip = gzip_pays(url) if settings.log_forward_gzip == "auto" else settings.log_forward_gzip == "true"
+        transport = HttpTransport(url, settings.service_name, settings.log_forward_timeout_seconds, gzip=gzip)
+    forwarder = LogForwarder(transport, ForwarderLimits.from_settings(settings), notify, lock)
     ForwarderCollector(forwarder, registry)
     return forwarder

@@ -58,7 +58,8 @@ class JsonSink:
         self._service = service
         self._stream = stream
         self._encoder = msgspec.json.Encoder()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held for each line's write; the log forwarder's `offer` relies on it too."""
         self._min_level = LEVEL_NUMBERS[level]
         self._second = -1
         self._second_text = ""
@@ -67,7 +68,7 @@ class JsonSink:
 
     def forward_to(self, forwarder: LogForwarder | None) -> None:
         """Also hand every line written from now on to `forwarder` (None: stdout only again)."""
-        with self._lock:
+        with self.lock:
             self._forwarder = forwarder
             self._forward = forwarder.offer if forwarder is not None else None
 
@@ -110,7 +111,7 @@ class JsonSink:
         With forwarding on, the same bytes are then queued for the log-shipper (under this lock, which
         the forwarder's queue counters rely on).
         """
-        with self._lock:
+        with self.lock:
             if self._stream is not None:
                 self._stream.write(data)
                 self._stream.flush()

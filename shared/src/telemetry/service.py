@@ -75,10 +75,11 @@ class Telemetry:
         if self.log_forwarder is not None:
             msg = "log forwarding is already on"
             raise RuntimeError(msg)
-        forwarder = create_forwarder(self.settings, self.registry, self.log_sink.write_local, transport)
+        sink = self.log_sink
+        forwarder = create_forwarder(self.settings, self.registry, sink.write_local, transport, sink.lock)
         if forwarder is not None:
             self.log_forwarder = forwarder
-            self.log_sink.forward_to(forwarder)
+            sink.forward_to(forwarder)
         return forwarder
 
     @property

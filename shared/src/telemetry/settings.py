@@ -31,7 +31,7 @@ S = TypeVar("S", bound="TelemetrySettings")
 # Values normalised before validation, so `LOG_LEVEL=info` and `OTEL_TRACES_SAMPLER=AlwaysOn`-style
 # capitalisation errors do not stop a deploy for a matter of case.
 _UPPERCASED = frozenset({"LOG_LEVEL"})
-_LOWERCASED = frozenset({"OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL"})
+_LOWERCASED = frozenset({"OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL", "LOG_FORWARD_GZIP"})
 
 
 class SettingsError(ValueError):
@@ -89,6 +89,8 @@ class TelemetrySettings(
     """Lines waiting to be forwarded at most (the shipper slow or down); beyond it new ones are dropped."""
     log_forward_max_bytes: Annotated[int, msgspec.Meta(ge=65_536, le=1024**3)] = 16 * 1024 * 1024
     """... and their bytes at most."""
+    log_forward_gzip: Literal["auto", "true", "false"] = "auto"
+    """Compress batches: `auto` only when the shipper is reached over a public network, where it pays."""
     log_forward_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=4 * 1024 * 1024)] = 512 * 1024
     """A batch is sent once its lines reach this many bytes (keep it under `SHIPPER_INGEST_MAX_BYTES`)."""
     log_forward_flush_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0

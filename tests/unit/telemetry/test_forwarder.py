@@ -26,6 +26,7 @@ from telemetry.forwarder import (
     HttpTransport,
     LogForwarder,
     Outcome,
+    gzip_pays,
 )
 from telemetry.settings import SettingsError
 
@@ -122,7 +123,7 @@ class TestOffer:
         """With nothing sent yet, the queue holds max_lines; every further line is counted queue_full."""
         forwarder = make(FakeTransport(), notes, started, max_lines=100)
         for n in range(250):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert forwarder.queued_lines == 100
         assert forwarder.dropped()["queue_full"] == 150
 
@@ -131,7 +132,7 @@ class TestOffer:
         forwarder = make(FakeTransport(), notes, started, max_bytes=65_536)
         big = line(0, pad=10_000)
         for _ in range(10):
-            forwarder.offer(big)
+            forwarder.offer_locked(big)
         assert forwarder.queued_lines == 65_536 // len(big)
         assert forwarder.queued_bytes <= 65_536
         assert forwarder.dropped()["queue_full"] == 10 - forwarder.queued_lines
@@ -140,11 +141,11 @@ class TestOffer:
         """A transport stuck in a send does not slow the hot path: 10,000 offers take well under 100 ms."""
         forwarder = make(FakeTransport(delay=5.0), notes, started, batch_bytes=1024, max_lines=5000)
         forwarder.start()
-        forwarder.offer(line(0, pad=2000))  # a full batch: the worker goes into its hanging send
+        forwarder.offer_locked(line(0, pad=2000))  # a full batch: the worker goes into its hanging send
         assert wait_until(lambda: forwarder.transport.batches or forwarder.transport.timeouts)
         began = time.perf_counter()
         for n in range(10_000):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert time.perf_counter() - began < 0.1
         assert forwarder.dropped()["queue_full"] == 10_001 - 5000
 
@@ -156,7 +157,7 @@ class TestWorker:
         forwarder = make(transport, notes, started, batch_bytes=4096)
         forwarder.start()
         for n in range(3000):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert wait_until(lambda: forwarder.forwarded == 3000)
         assert transport.acked_seqs() == list(range(3000))
         assert all(sum(map(len, batch)) <= 4096 for batch in transport.batches)
@@ -168,15 +169,31 @@ class TestWorker:
         forwarder = make(transport, notes, started, batch_bytes=2048, flush_seconds=30)
         forwarder.start()
         for n in range(200):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert wait_until(lambda: forwarder.forwarded > 0, timeout=2)
+
+    def test_a_size_wake_sends_full_batches_and_the_rest_waits_for_the_tick(self, notes, started):
+        """Between ticks only full batches leave (no POST per handful of lines); the remainder goes later."""
+        transport = FakeTransport()
+        forwarder = make(transport, notes, started, batch_bytes=2048, flush_seconds=30)
+        forwarder.start()
+        lines = [line(n) for n in range(200)]
+        for item in lines:
+            forwarder.offer_locked(item)
+        assert wait_until(lambda: forwarder.forwarded > 0)
+        time.sleep(0.1)
+        longest = max(map(len, lines))
+        assert all(2048 - longest < sum(map(len, batch)) <= 2048 for batch in transport.batches)
+        assert forwarder.queued_lines > 0
+        assert forwarder.close() is True
+        assert transport.acked_seqs() == list(range(200))
 
     def test_a_lone_line_leaves_at_the_flush_tick(self, notes, started):
         """A single line is not held back for company longer than flush_seconds."""
         transport = FakeTransport()
         forwarder = make(transport, notes, started, flush_seconds=0.1)
         forwarder.start()
-        forwarder.offer(line(1))
+        forwarder.offer_locked(line(1))
         assert wait_until(lambda: forwarder.forwarded == 1, timeout=2)
 
     def test_retries_connection_errors_429_and_5xx_until_acked(self, notes, started):
@@ -190,7 +207,7 @@ class TestWorker:
         forwarder = make(transport, notes, started)
         forwarder.start()
         for n in range(10):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert wait_until(lambda: forwarder.forwarded == 10)
         assert forwarder.retries == {"connection": 1, "timeout": 1, "429": 1, "5xx": 1}
         assert transport.batches[-1] == [line(n) for n in range(10)]
@@ -201,7 +218,7 @@ class TestWorker:
         failures = [Delivery(Outcome.RETRY, "connection", detail="refused")] * 20
         forwarder = make(FakeTransport(*failures), notes, started, retry_max_seconds=0.01)
         forwarder.start()
-        forwarder.offer(line(0))
+        forwarder.offer_locked(line(0))
         assert wait_until(lambda: forwarder.forwarded == 1)
         assert notes.messages() == [
             "Log forwarding failing; lines wait in memory, bounded",
@@ -215,9 +232,9 @@ class TestWorker:
         forwarder = make(transport, notes, started)
         forwarder.start()
         for n in range(5):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert wait_until(lambda: forwarder.dropped()["rejected"] == 5)
-        forwarder.offer(line(5))
+        forwarder.offer_locked(line(5))
         assert wait_until(lambda: forwarder.forwarded == 1)
         assert len(transport.batches) == 2
         assert "the shipper refused a batch" in notes.messages()[0]
@@ -227,8 +244,8 @@ class TestWorker:
         too_large = Delivery(Outcome.TOO_LARGE, "413")
         transport = FakeTransport(too_large, too_large, ACK, ACK, too_large)
         forwarder = make(transport, notes, started)
-        forwarder.offer(line(0))
-        forwarder.offer(line(1))
+        forwarder.offer_locked(line(0))
+        forwarder.offer_locked(line(1))
         forwarder.start()
         assert wait_until(lambda: forwarder.forwarded == 1 and forwarder.dropped()["rejected"] == 1)
         assert [len(batch) for batch in transport.batches] == [2, 1, 1]  # whole, then [0] refused, [1] taken
@@ -238,7 +255,7 @@ class TestWorker:
         """The hot path only counts; the worker writes one line saying how many were dropped."""
         forwarder = make(FakeTransport(delay=0.5), notes, started, max_lines=10, batch_bytes=1024)
         for n in range(30):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         forwarder.start()
         assert wait_until(lambda: "Log forwarder queue full: new lines dropped" in notes.messages())
         (fields,) = [f for _, message, f in notes.lines if message.startswith("Log forwarder queue full")]
@@ -252,7 +269,7 @@ class TestClose:
         forwarder = make(transport, notes, started, flush_seconds=30)
         forwarder.start()
         for n in range(50):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         assert forwarder.close() is True
         assert transport.acked_seqs() == list(range(50))
         assert transport.closed
@@ -265,7 +282,7 @@ class TestClose:
         forwarder = make(transport, notes, started, shutdown_seconds=0.5, retry_min_seconds=0.05)
         forwarder.start()
         for n in range(40):
-            forwarder.offer(line(n))
+            forwarder.offer_locked(line(n))
         began = time.monotonic()
         assert forwarder.close() is False
         assert time.monotonic() - began < 0.6
@@ -276,7 +293,7 @@ class TestClose:
         transport = FakeTransport(delay=10.0)
         forwarder = make(transport, notes, started, shutdown_seconds=0.5)
         forwarder.start()
-        forwarder.offer(line(0))
+        forwarder.offer_locked(line(0))
         assert wait_until(lambda: transport.timeouts)
         began = time.monotonic()
         forwarder.close()
@@ -288,7 +305,7 @@ class TestClose:
         transport = FakeTransport(default=Delivery(Outcome.RETRY, "connection"))
         forwarder = make(transport, notes, started, shutdown_seconds=1.0, flush_seconds=30)
         forwarder.start()
-        forwarder.offer(line(0))
+        forwarder.offer_locked(line(0))
         began = time.monotonic()
         forwarder.close()
         assert time.monotonic() - began < 0.3
@@ -299,7 +316,7 @@ class TestClose:
         transport = FakeTransport()
         forwarder = make(transport, notes, started)
         forwarder.start()
-        forwarder.close(detach=lambda: forwarder.offer(line(99)))
+        forwarder.close(detach=lambda: forwarder.offer_locked(line(99)))
         assert forwarder.forwarded + sum(forwarder.dropped().values()) == 1
 
 
@@ -327,7 +344,7 @@ def receiver() -> Iterator[LoopbackServer]:
 class TestHttpTransport:
     def test_small_bodies_go_plain_large_ones_gzip(self, receiver):
         """NDJSON as written; gzip (Content-Encoding) from 1 KiB on; `?service=` names the sender."""
-        transport = HttpTransport(receiver.url + "/ingest", "gatewayz-api", 2.0)
+        transport = HttpTransport(receiver.url + "/ingest", "gatewayz-api", 2.0, gzip=True)
         assert transport.send([line(1), line(2)], 2.0) == ACK
         lines = [line(n, pad=100) for n in range(50)]
         assert transport.send(lines, 2.0).outcome is Outcome.ACKED
@@ -338,6 +355,33 @@ class TestHttpTransport:
         assert big_headers["content-encoding"] == "gzip"
         assert gzip.decompress(big_body) == b"".join(lines)
         transport.close()
+
+    def test_gzip_off_sends_large_bodies_plain(self, receiver):
+        """With gzip off (the default on private networks) a large body goes as it is."""
+        transport = HttpTransport(receiver.url + "/ingest", "gatewayz-api", 2.0, gzip=False)
+        lines = [line(n, pad=100) for n in range(50)]
+        assert transport.send(lines, 2.0) == ACK
+        ((_, headers, body),) = receiver.httpd.requests
+        assert "content-encoding" not in headers
+        assert body == b"".join(lines)
+        transport.close()
+
+    @pytest.mark.parametrize(
+        ("url", "pays"),
+        [
+            ("http://log-shipper.railway.internal:8002/ingest", False),
+            ("http://log-shipper:8002/ingest", False),
+            ("http://127.0.0.1:8002/ingest", False),
+            ("http://[::1]:8002/ingest", False),
+            ("http://10.0.3.7:8002/ingest", False),
+            ("http://shipper.local/ingest", False),
+            ("https://logs.example.com/ingest", True),
+            ("http://1.1.1.1:8002/ingest", True),
+        ],
+    )
+    def test_gzip_pays_only_across_a_public_network(self, url, pays):
+        """`LOG_FORWARD_GZIP=auto`: compress for public hosts, not for loopback, private or internal ones."""
+        assert gzip_pays(url) is pays
 
     def test_statuses_map_to_outcomes(self, receiver):
         """200 acks; 413 splits; 429 and 5xx retry (with Retry-After); any other status is a rejection."""
@@ -376,7 +420,7 @@ class TestTelemetryWiring:
         telemetry.log_sink.write_local("WARNING", "forwarder report", {})
         assert len(log_capture.lines()) == 3
         assert forwarder.queued_lines == 2
-        assert list(forwarder._queue) == log_capture.getvalue().splitlines(keepends=True)[:2]
+        assert list(forwarder._pending) == log_capture.getvalue().splitlines(keepends=True)[:2]
         registry = telemetry.registry
         assert registry.get_sample_value("log_forwarder_queued_lines") == 2
         assert registry.get_sample_value("log_forwarder_dropped_lines_total", {"reason": "queue_full"}) == 0
