@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
-from instrumentation_overhead import cpu_seconds, run_wrk, start_server, summary
+from instrumentation_overhead import alternate, measure, print_medians, summary
 from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parent
@@ -45,26 +44,12 @@ def forwarder_counts(port: int) -> dict[str, float]:
     return counts
 
 
-def measure(variant: str, port: int, otlp_url: str, seconds: int, connections: int) -> dict[str, float]:
-    server = start_server(variant, port, otlp_url)
-    try:
-        run_wrk(port, 2, connections)  # warm-up
-        before = cpu_seconds(server.pid)
-        rps, total, p50 = run_wrk(port, seconds, connections)
-        cpu = cpu_seconds(server.pid) - before
-        result = {"rps": rps, "cpu_us_per_req": cpu / total * 1e6, "p50_ms": p50, "requests": total}
-        if variant.startswith("forwarding"):
-            time.sleep(1.5)  # one flush tick: the last lines are sent
-            counts = forwarder_counts(port)
-            result["forwarded"] = counts["log_forwarder_forwarded_lines_total"]
-            result["dropped"] = sum(v for k, v in counts.items() if k.startswith("log_forwarder_dropped"))
-        return result
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+def forwarder_figures(port: int) -> dict[str, float]:
+    """Lines the forwarder had acknowledged and dropped, once a flush tick has sent the last ones."""
+    time.sleep(1.5)
+    counts = forwarder_counts(port)
+    dropped = sum(value for name, value in counts.items() if name.startswith("log_forwarder_dropped"))
+    return {"forwarded": counts["log_forwarder_forwarded_lines_total"], "dropped": dropped}
 
 
 def in_process(lines: int) -> tuple[float, float]:
@@ -116,30 +101,31 @@ def main() -> None:
     )
     os.environ["LOG_FORWARD_URL"] = f"http://127.0.0.1:{sink_port}/ingest"
     otlp_url = f"http://127.0.0.1:{sink_port}"
-    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
     try:
-        for round_no in range(args.rounds):
-            order = VARIANTS if round_no % 2 == 0 else VARIANTS[::-1]
-            for variant in order:
-                result = measure(variant, server_port, otlp_url, args.seconds, args.connections)
-                results[variant].append(result)
-                extra = ""
-                if variant.startswith("forwarding"):
-                    extra = f"  forwarded {result['forwarded']:.0f} dropped {result['dropped']:.0f}"
-                print(
-                    f"round {round_no + 1} {variant:10}: {result['rps']:8.0f} req/s  "
-                    f"{result['cpu_us_per_req']:6.1f} us CPU/req  p50 {result['p50_ms']:.2f} ms  "
-                    f"requests {result['requests']:.0f}{extra}",
-                    flush=True,
+        results = alternate(
+            VARIANTS,
+            args.rounds,
+            lambda variant: measure(
+                variant,
+                server_port,
+                otlp_url,
+                args.seconds,
+                args.connections,
+                forwarder_figures if variant.startswith("forwarding") else None,
+            ),
+            lambda result: (
+                f"requests {result['requests']:.0f}"
+                + (
+                    f"  forwarded {result['forwarded']:.0f} dropped {result['dropped']:.0f}"
+                    if "forwarded" in result
+                    else ""
                 )
+            ),
+        )
     finally:
         sink.kill()
 
-    print()
-    print(f"{'':28}{'median (min-max)':>28}")
-    for variant in VARIANTS:
-        print(f"{variant + ' req/s':28}{summary([r['rps'] for r in results[variant]]):>28}")
-        print(f"{variant + ' CPU us/req':28}{summary([r['cpu_us_per_req'] for r in results[variant]]):>28}")
+    print_medians(results, width=28)
     rounds = list(zip(*(results[variant] for variant in VARIANTS), strict=True))
     for name, values in (
         ("full/bare throughput", [f["rps"] / b["rps"] for b, f, _, _ in rounds]),
