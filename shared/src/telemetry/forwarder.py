@@ -88,7 +88,12 @@ class HttpTransport:
             url = parts._replace(query=query).geturl()
         self.url = url
         self.gzip = gzip
-        self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-ndjson"})
+        # Certificates are loaded for https only: the CA bundle costs ~80 M instructions and MBs of memory.
+        self._client = httpx.Client(
+            timeout=timeout,
+            headers={"content-type": "application/x-ndjson"},
+            verify=parts.scheme == "https",
+        )
 
     def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
         """One POST; 200 is the ack, 413 asks for smaller batches, 429/5xx/network errors are retried."""
@@ -178,7 +183,8 @@ class LogForwarder:
     `offer` runs under `lock` — the log sink's own, which it holds for the write(2) anyway — so the hot path
     takes no lock of its own. The worker takes it only to swap the pending list for an empty one. Counters
     have one writer each: `offer` the `_in_*` counts and queue-full drops, the worker the `_out_*` counts
-    (lines acknowledged or dropped); what waits, the batch in flight included, is their difference.
+    (lines acknowledged or dropped) and the `_limit_*` values the `_in_*` counts may reach; what waits, the
+    batch in flight included, is the difference of `_in_*` and `_out_*`.
     """
 
     __slots__ = (
@@ -192,6 +198,8 @@ class LogForwarder:
         "_in_bytes",
         "_in_lines",
         "_last_report",
+        "_limit_bytes",
+        "_limit_lines",
         "_max_bytes",
         "_max_lines",
         "_notify",
@@ -236,6 +244,9 @@ class LogForwarder:
         self.retries = dict.fromkeys(RETRY_REASONS, 0)
         self._max_lines = limits.max_lines
         self._max_bytes = limits.max_bytes
+        # Where `_in_*` may go before the bound is reached: the worker moves them as lines leave.
+        self._limit_lines = limits.max_lines
+        self._limit_bytes = limits.max_bytes
         self._batch_bytes = limits.batch_bytes
         self._wake_at: float = limits.batch_bytes
         self._wake = threading.Event()
@@ -252,13 +263,11 @@ class LogForwarder:
     def offer(self, line: bytes) -> None:
         """Queue one encoded line, or count it as dropped at the bound; never blocks. Call under `lock`."""
         in_bytes = self._in_bytes + len(line)
-        if (
-            self._in_lines - self._out_lines >= self._max_lines
-            or in_bytes - self._out_bytes > self._max_bytes
-        ):
+        in_lines = self._in_lines + 1
+        if in_lines > self._limit_lines or in_bytes > self._limit_bytes:
             self._dropped_full += 1
             return
-        self._in_lines += 1
+        self._in_lines = in_lines
         self._in_bytes = in_bytes
         self._pending.append(line)
         if in_bytes >= self._wake_at:  # a full batch waits: send it now, not at the next flush tick
@@ -431,8 +440,11 @@ class LogForwarder:
         return True
 
     def _finish(self, lines: int, size: int) -> None:
+        """Lines acknowledged or dropped: they leave the bound."""
         self._out_lines += lines
         self._out_bytes += size
+        self._limit_lines = self._out_lines + self._max_lines
+        self._limit_bytes = self._out_bytes + self._max_bytes
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         limits = self.limits
