@@ -11,21 +11,18 @@ The forwarder's own reports are written to stdout only, never queued, so a faili
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import threading
 import time
-import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode, urlsplit
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from telemetry.delivery import Delivery, ForwardTransport, HttpTransport, Outcome, gzip_pays
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -33,8 +30,6 @@ if TYPE_CHECKING:
 
     from telemetry.settings import TelemetrySettings
 
-GZIP_MIN_BYTES = 1024
-"""Smaller bodies are sent as they are: gzip's header and the CPU would cost more than they save."""
 REPORT_INTERVAL_SECONDS = 10.0
 """At most one line per kind of trouble (failing, queue full, rejected) in this long."""
 DROP_REASONS = ("queue_full", "rejected", "shutdown")
@@ -45,107 +40,6 @@ _NEVER = float("inf")
 
 Notify = Callable[[str, str, dict[str, Any]], None]
 """(level, message, fields): writes one line to stdout only (`JsonSink.write_local`)."""
-
-
-class Outcome(Enum):
-    """What the receiver made of one batch."""
-
-    ACKED = "acked"
-    RETRY = "retry"
-    REJECTED = "rejected"
-    TOO_LARGE = "too_large"
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One attempt's result: outcome, a short reason (`connection`, `5xx`, …), an honoured Retry-After."""
-
-    outcome: Outcome
-    reason: str
-    retry_after: float | None = None
-    detail: str = ""
-
-
-class ForwardTransport(Protocol):
-    """Delivers one batch of encoded lines (`HttpTransport`, or the shipper's own in-process one)."""
-
-    def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
-        """Deliver `lines` (each ending in a newline) within `timeout` seconds."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-class HttpTransport:
-    """POSTs NDJSON to the shipper's `/ingest?service=<name>`; gzip-compressed when `gzip` and big enough."""
-
-    def __init__(self, url: str, service: str, timeout: float, *, gzip: bool = True) -> None:
-        parts = urlsplit(url)
-        if "service=" not in parts.query:
-            query = "&".join(filter(None, (parts.query, urlencode({"service": service}))))
-            url = parts._replace(query=query).geturl()
-        self.url = url
-        self.gzip = gzip
-        # Certificates are loaded for https only: the CA bundle costs ~80 M instructions and MBs of memory.
-        self._client = httpx.Client(
-            timeout=timeout,
-            headers={"content-type": "application/x-ndjson"},
-            verify=parts.scheme == "https",
-        )
-
-    def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
-        """One POST; 200 is the ack, 413 asks for smaller batches, 429/5xx/network errors are retried."""
-        body = b"".join(lines)
-        headers = {}
-        if self.gzip and len(body) >= GZIP_MIN_BYTES:
-            body = zlib.compress(body, 1, wbits=31)  # wbits 31: a gzip member, as `gzip.compress` writes
-            headers["content-encoding"] = "gzip"
-        try:
-            response = self._client.post(self.url, content=body, headers=headers, timeout=timeout)
-        except httpx.TimeoutException as exc:
-            return Delivery(Outcome.RETRY, "timeout", detail=type(exc).__name__)
-        except httpx.HTTPError as exc:
-            return Delivery(Outcome.RETRY, "connection", detail=f"{type(exc).__name__}: {exc}")
-        status = response.status_code
-        if status == 200:
-            return Delivery(Outcome.ACKED, "200")
-        detail = response.text[:200]
-        if status == 413:
-            return Delivery(Outcome.TOO_LARGE, "413", detail=detail)
-        if status == 429 or status >= 500:
-            reason = "429" if status == 429 else "5xx"
-            return Delivery(Outcome.RETRY, reason, _retry_after(response), f"HTTP {status}: {detail}")
-        return Delivery(Outcome.REJECTED, str(status), detail=f"HTTP {status}: {detail}")
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
-
-
-def gzip_pays(url: str) -> bool:
-    """True when the shipper is reached over a public network, where bytes cost more than compressing them.
-
-    Compressing costs the service ~2 µs of CPU a line at level 1 (and the shipper ~0.7 µs to inflate) to save
-    ~250 bytes; on loopback and private networks (Railway's `*.railway.internal`, compose's one-label names,
-    private addresses) sending those bytes costs far less (BENCHMARKS.md, "Log forwarding").
-    """
-    host = (urlsplit(url).hostname or "").lower()
-    if "." not in host or host.endswith((".internal", ".local", ".localhost")) or host == "localhost":
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return True  # a public DNS name
-    return address.is_global
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from litestar.exceptions import HTTPException
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from telemetry.forwarder import ForwardTransport, LogForwarder, create_forwarder
+from telemetry.delivery import ForwardTransport
+from telemetry.forwarder import LogForwarder, create_forwarder
 from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
 from telemetry.middleware import RouteResolver, TelemetryMiddleware

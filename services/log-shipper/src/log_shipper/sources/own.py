@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from log_shipper.batcher import LogBatcher, SpoolWriteError
-from telemetry.forwarder import Delivery, Outcome
+from telemetry.delivery import Delivery, Outcome
 
 SOURCE = "own"
 """The `source` label of these lines on `log_shipper_lines_read_total`."""
