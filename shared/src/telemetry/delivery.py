@@ -16,6 +16,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from telemetry.retry import parse_retry_after
+
 GZIP_MIN_BYTES = 1024
 """Smaller bodies are sent as they are: gzip's header and the CPU would cost more than they save."""
 
@@ -89,7 +91,12 @@ class HttpTransport:
             return Delivery(Outcome.TOO_LARGE, "413", detail=detail)
         if status == 429 or status >= 500:
             reason = "429" if status == 429 else "5xx"
-            return Delivery(Outcome.RETRY, reason, _retry_after(response), f"HTTP {status}: {detail}")
+            return Delivery(
+                Outcome.RETRY,
+                reason,
+                parse_retry_after(response.headers.get("retry-after")),
+                f"HTTP {status}: {detail}",
+            )
         return Delivery(Outcome.REJECTED, str(status), detail=f"HTTP {status}: {detail}")
 
     def close(self) -> None:
@@ -112,10 +119,3 @@ def gzip_pays(url: str) -> bool:
     except ValueError:
         return True  # a public DNS name
     return address.is_global
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None

@@ -11,7 +11,6 @@ The forwarder's own reports are written to stdout only, never queued, so a faili
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from bisect import bisect_right
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from telemetry.delivery import Delivery, ForwardTransport, HttpTransport, Outcome, gzip_pays
+from telemetry.retry import Backoff
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -82,6 +82,7 @@ class LogForwarder:
     """
 
     __slots__ = (
+        "_backoff",
         "_batch_bytes",
         "_carry",
         "_deadline",
@@ -142,6 +143,7 @@ class LogForwarder:
         self._limit_lines = limits.max_lines
         self._limit_bytes = limits.max_bytes
         self._batch_bytes = limits.batch_bytes
+        self._backoff = Backoff(limits.retry_min_seconds, limits.retry_max_seconds)
         self._wake_at: float = limits.batch_bytes
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -280,7 +282,6 @@ class LogForwarder:
 
     def _deliver(self, batch: list[bytes], size: int) -> bool:
         """Until the batch is acked, rejected or split; False when shutdown's deadline ends the attempts."""
-        attempt = 0
         while True:
             timeout = self.limits.timeout_seconds
             if self._stop.is_set():
@@ -297,9 +298,8 @@ class LogForwarder:
             self._report(
                 "failing", "WARNING", "Log forwarding failing; lines wait in memory, bounded", result
             )
-            if not self._wait_to_retry(attempt, result.retry_after):
+            if not self._wait_to_retry(result.retry_after):
                 return False
-            attempt += 1
 
     def _send(self, batch: list[bytes], timeout: float) -> Delivery:
         try:
@@ -312,6 +312,7 @@ class LogForwarder:
         if result.outcome is Outcome.ACKED:
             self._finish(len(batch), size)
             self.forwarded += len(batch)
+            self._backoff.reset()
             self._recovered()
             return True
         if result.outcome is Outcome.TOO_LARGE and len(batch) > 1:
@@ -322,9 +323,9 @@ class LogForwarder:
         self._report("rejected", "WARNING", "Log forwarding: the shipper refused a batch; dropped", result)
         return True
 
-    def _wait_to_retry(self, attempt: int, retry_after: float | None) -> bool:
+    def _wait_to_retry(self, retry_after: float | None) -> bool:
         """Back off; False when the wait would pass shutdown's deadline."""
-        delay = self._backoff(attempt, retry_after)
+        delay = self._backoff.next(retry_after)
         if not self._stop.is_set():
             self._stop.wait(delay)  # shutdown cuts the wait short, then the deadline applies
             return True
@@ -339,13 +340,6 @@ class LogForwarder:
         self._out_bytes += size
         self._limit_lines = self._out_lines + self._max_lines
         self._limit_bytes = self._out_bytes + self._max_bytes
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        limits = self.limits
-        if retry_after is not None:
-            return min(limits.retry_max_seconds, retry_after)
-        ceiling = min(limits.retry_max_seconds, limits.retry_min_seconds * 2**attempt)
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
     def _recovered(self) -> None:
         if self._failing is not None:

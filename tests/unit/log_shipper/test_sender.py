@@ -10,8 +10,9 @@ import pytest
 
 from log_shipper.batch import push_parts
 from log_shipper.loki import Outcome, PushResult
-from log_shipper.sender import Backoff, SpoolSender
+from log_shipper.sender import SpoolSender
 from log_shipper.spool import Spool, write_durably
+from telemetry.retry import Backoff
 
 
 class FakePusher:
