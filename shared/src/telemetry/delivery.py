@@ -107,9 +107,10 @@ class HttpTransport:
 def gzip_pays(url: str) -> bool:
     """True when the shipper is reached over a public network, where bytes cost more than compressing them.
 
-    Compressing costs the service ~2 µs of CPU a line at level 1 (and the shipper ~0.7 µs to inflate) to save
-    ~250 bytes; on loopback and private networks (Railway's `*.railway.internal`, compose's one-label names,
-    private addresses) sending those bytes costs far less (BENCHMARKS.md, "Log forwarding").
+    gzip level 1 adds ~10 k instructions a line on the service (twice the rest of forwarding, BENCHMARKS.md,
+    "Log forwarding") and ~0.7 µs on the shipper to inflate, to save ~250 bytes; loopback and private
+    networks (Railway's `*.railway.internal`, compose's one-label names, private addresses) carry those bytes
+    for far less.
     """
     host = (urlsplit(url).hostname or "").lower()
     if "." not in host or host.endswith((".internal", ".local", ".localhost")) or host == "localhost":
