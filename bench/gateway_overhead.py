@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,9 +29,9 @@ import time
 from pathlib import Path
 
 import httpx
+from harness import cpu_seconds, stop, summary
 
 HERE = Path(__file__).resolve().parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEY = "bench-not-a-secret-key"
 BODY = b'{"model":"bench-zero","messages":[{"role":"user","content":"How fast is the gateway today?"}]}'
 CATALOG = """
@@ -59,11 +57,6 @@ REQUEST = (
     + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
     + BODY
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -112,14 +105,6 @@ def start(variant: str, port: int, workdir: Path, otlp_url: str) -> subprocess.P
     )
     wait_ready(port, proc)
     return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
@@ -220,10 +205,6 @@ def measure(
         }
     finally:
         stop(server)
-
-
-def summary(values: list[float], fmt: str = "{:.3f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
 def main() -> None:

@@ -34,7 +34,12 @@ RUNS = (
     (
         "log-shipper (file -> fake Loki)",
         ["log_shipper_throughput.py", "--lines", "60000", "--rounds", "1"],
-        ("shipper ", "anchor ", "shipper / anchor"),
+        ("shipper ", "shipper-json ", "anchor ", "shipper / anchor", "shipper-json / anchor"),
+    ),
+    (
+        "log-shipper push encoding (per line)",
+        ["log_shipper_push_encoding.py", "--lines", "60000", "--rounds", "1"],
+        ("protobuf ", "json "),
     ),
     (
         "memory (RSS, MB: idle / peak / after)",

@@ -16,64 +16,49 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
+
+from harness import callgrind_instructions, first_connection
 
 HERE = Path(__file__).resolve().parent
 SERVER_PORT, SINK_PORT = 18950, 14321
 
 
-def connect(port: int, timeout: float = 120) -> http.client.HTTPConnection:
-    """A keep-alive connection once the server answers (it starts slowly under callgrind)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            connection.request("GET", "/noop")
-            connection.getresponse().read()
-        except OSError:
-            connection.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-        else:
-            return connection
+def noop(connection: http.client.HTTPConnection) -> None:
+    connection.request("GET", "/noop")
+    connection.getresponse().read()
 
 
-def total_instructions(variant: str, requests: int) -> int:
+def total_instructions(variant: str, requests: int, log: Path) -> int:
     """Instructions of one server run that serves `requests` requests (plus one to see it is up)."""
-    server = subprocess.Popen(
+
+    def drive(server: subprocess.Popen[bytes]) -> None:
+        connection = first_connection(SERVER_PORT, noop, server)
+        for _ in range(requests):
+            noop(connection)
+        connection.close()
+
+    return callgrind_instructions(
         [
-            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-            sys.executable, str(HERE / "instrumented_server.py"), variant, str(SERVER_PORT),
+            sys.executable,
+            str(HERE / "instrumented_server.py"),
+            variant,
+            str(SERVER_PORT),
             f"http://127.0.0.1:{SINK_PORT}",
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={
+        {
             **os.environ,
             "PYTHONHASHSEED": "0",
             "OTEL_BSP_SCHEDULE_DELAY": "60000",
             "LOG_FORWARD_URL": f"http://127.0.0.1:{SINK_PORT}/ingest",  # the forwarding variants' receiver
             "LOG_FORWARD_FLUSH_SECONDS": "60",
         },
-    )  # fmt: skip
-    try:
-        connection = connect(SERVER_PORT)
-        for _ in range(requests):
-            connection.request("GET", "/noop")
-            connection.getresponse().read()
-        connection.close()
-    finally:
-        server.send_signal(signal.SIGINT)
-    _, stderr = server.communicate(timeout=600)
-    match = re.search(r"Collected : (\d+)", stderr)
-    if match is None:
-        raise RuntimeError(stderr[-2000:])
-    return int(match.group(1))
+        log,
+        drive,
+    )
 
 
 def main() -> None:
@@ -82,11 +67,12 @@ def main() -> None:
     parser.add_argument("--variants", default="bare,unexported,full")
     args = parser.parse_args()
     sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), str(SINK_PORT)])
+    log = Path(tempfile.mkdtemp(prefix="served-instructions-")) / "callgrind.log"
     try:
         per_request = {}
         for variant in args.variants.split(","):
-            small = total_instructions(variant, args.requests)
-            large = total_instructions(variant, 2 * args.requests)
+            small = total_instructions(variant, args.requests, log)
+            large = total_instructions(variant, 2 * args.requests, log)
             per_request[variant] = (large - small) / args.requests
             print(
                 f"{variant:12} {per_request[variant] / 1000:9.1f} k instructions per served request",

@@ -70,6 +70,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                     ("gateway", gateway.port),
                     ("admin", admin.port),
                     ("log-shipper", free_port()),
+                    ("tempo", tempo.port),  # its /metrics counts received and discarded spans
                 )
             ],
         },
@@ -235,6 +236,35 @@ class TestAuthOverTheNetwork:
         assert "Admin authentication failed" in stdout
         assert ADMIN_KEY not in stdout
         assert GATEWAY_KEY not in stdout
+
+
+class TestDiscards:
+    def test_tempo_dropping_spans_it_acknowledged_degrades_health(self, stack):
+        """Tempo at its live-trace limit answers the exporter 200 and drops spans: admin's health, via the
+        real Prometheus scraping Tempo's counter, says degraded with the limit to raise; the exporter
+        itself counted nothing dropped. (Last in the module: the discards stay in the 5-minute window.)"""
+        stack.tempo.store.max_live_traces = 0
+        try:
+
+            def discarding() -> dict | None:
+                # Spans keep coming, as under load: the counter's series appears at its first discard, and
+                # increase() needs it to grow between two scrapes.
+                assert httpx.get(stack.gateway.url + "/api/users/1", timeout=5).status_code == 200
+                body = stack.call("GET", "/api/instrumentation/health").json()
+                return body if body["discards"] else None
+
+            body = poll(discarding, timeout=30, interval=0.5)
+        finally:
+            stack.tempo.store.max_live_traces = None
+        assert body, stack.prometheus.log()
+        assert body["status"] == "degraded"
+        [discard] = [d for d in body["discards"] if d["source"] == "Tempo"]
+        assert discard["reason"] == "live_traces_exceeded"
+        assert discard["count"] >= 1
+        assert "max_traces_per_user" in discard["fix"]
+        assert any(reason.startswith("Tempo discarded") for reason in body["reasons"])
+        gateway_metrics = httpx.get(stack.gateway.url + "/metrics", timeout=5).text
+        assert 'otel_spans_dropped_total{reason="export_failed"} 0.0' in gateway_metrics
 
 
 def test_bad_setting_stops_startup_naming_it(tmp_path):

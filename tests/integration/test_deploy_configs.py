@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from loguru import logger
 from support.grafana_env import expand_value
 from support.processes import free_port
 from telemetry.dashboards import DATASOURCE_UIDS, render_dashboard, stale_files
+from telemetry.pipeline import LOG_FORWARDERS, LOG_SHIPPER, LOKI, SPAN_EXPORTERS, TEMPO
 from telemetry.queries import DASHBOARDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +31,8 @@ RAILWAY_PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "railway" / "prometheus.yml"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "datasources.yml"
 DASHBOARD_PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "dashboards.yml"
 SERVICES = {"gateway": 8000, "admin": 8001, "log-shipper": 8002}
+BACKENDS = {"loki": 3100, "tempo": 3200}
+"""Backends Prometheus scrapes for their own counters of received and discarded signals."""
 MODULES = {"gateway": "gateway", "admin": "admin", "log-shipper": "log_shipper"}
 
 pytestmark = pytest.mark.integration
@@ -82,7 +86,7 @@ class TestPrometheus:
         for config in (PROMETHEUS_CONFIG, RAILWAY_PROMETHEUS_CONFIG):
             result = run("promtool", "check", "config", str(config))
             assert result.returncode == 0, result.stdout + result.stderr
-            assert "SUCCESS: 6 rules found" in result.stdout
+            assert "SUCCESS: 10 rules found" in result.stdout
 
     def test_alert_rule_unit_tests_pass(self):
         """`promtool test rules` passes every alert scenario."""
@@ -102,13 +106,28 @@ class TestPrometheus:
         assert "log_shipper_spool_bytes" in rules["LogShipperSpoolGrowing"]
         assert rules["TargetDown"] == "up == 0"
 
+    def test_discard_alerts_use_the_pipeline_catalog(self):
+        """Tempo, Loki, exporter, shipper and forwarder discards alert on the very expressions that admin's
+        health, `make verify` and the Pipeline health dashboard use (telemetry/pipeline.py)."""
+        (group,) = load(DEPLOY / "prometheus" / "alerts.yml")["groups"]
+        rules = {rule["alert"]: rule["expr"].strip() for rule in group["rules"]}
+        assert rules["TempoDiscardingSpans"] == TEMPO.increase
+        assert rules["LokiDiscardingLines"] == LOKI.increase
+        assert rules["SpanExporterDroppingSpans"] == SPAN_EXPORTERS.increase
+        assert rules["LogForwarderDroppingLines"] == LOG_FORWARDERS.increase
+        assert rules["LogShipperDroppingLines"] == LOG_SHIPPER.increase.replace(
+            "(reason, job)", "(job, instance, reason)"
+        )
+
     def test_scrapes_each_service_by_compose_name_every_15s(self, compose):
         """One job per service, named after it, scraping `<service>:<port>` every 15 s."""
         config = load(PROMETHEUS_CONFIG)
         assert config["global"]["scrape_interval"] == "15s"
         assert config["storage"]["exemplars"]["max_exemplars"] > 0
         jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
-        assert jobs == {name: [f"{name}:{port}"] for name, port in SERVICES.items()}
+        assert jobs == {name: [f"{name}:{port}"] for name, port in {**SERVICES, **BACKENDS}.items()} | {
+            "prometheus": ["localhost:9090"]
+        }
         assert set(jobs) <= set(compose["services"])
         command = compose["services"]["prometheus"]["command"]
         assert "--enable-feature=exemplar-storage" in command
@@ -118,12 +137,14 @@ class TestPrometheus:
         """On Railway each job resolves `<service>.railway.internal` A records on the service's port."""
         config = load(RAILWAY_PROMETHEUS_CONFIG)
         assert config["global"]["scrape_interval"] == "15s"
-        for job in config["scrape_configs"]:
+        found = {job["job_name"]: job for job in config["scrape_configs"]}
+        assert found.pop("prometheus")["static_configs"] == [{"targets": ["localhost:9090"]}]
+        for job in found.values():
             (sd,) = job["dns_sd_configs"]
             assert sd["names"] == [f"{job['job_name']}.railway.internal"]
             assert sd["type"] == "A"
-            assert sd["port"] == SERVICES[job["job_name"]]
-        assert {job["job_name"] for job in config["scrape_configs"]} == set(SERVICES)
+            assert sd["port"] == {**SERVICES, **BACKENDS}[job["job_name"]]
+        assert set(found) == set(SERVICES) | set(BACKENDS)
 
     def test_railway_image_ships_the_config_with_its_rules(self):
         """The Railway Prometheus image copies the config and the rule file where the config looks for it."""
@@ -557,3 +578,164 @@ class TestReadme:
             "RAILWAY_RUN_UID",
         ):
             assert needle in railway, needle
+
+
+REPLICAS, REQUESTS_PER_SECOND = 3, 2000
+"""The rate the shipped Loki and Tempo limits are sized for (README, "Sizing")."""
+RATE = REPLICAS * REQUESTS_PER_SECOND
+HEADROOM = 2
+MB = 1 << 20  # Loki's `_mb` settings are mebibytes
+
+
+def _seconds(text: str) -> float:
+    return float(text.removesuffix("s"))
+
+
+def _loki_bytes(text: str) -> int:
+    """Loki's ByteSize strings (`10MB`, `3MiB`) as bytes, as its flag parser reads them (SI for MB)."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    match = re.fullmatch(r"(\d+)\s*([KMG]I?B)", str(text).upper())
+    assert match, text
+    return int(match[1]) * units[match[2]]
+
+
+def _gateway_lines() -> tuple[bytes, bytes]:
+    """A chat completion's access line and inference line, written by the real JSON sink."""
+    from telemetry.logs import JsonSink  # noqa: PLC0415 - only this test needs the sink
+
+    stream = io.BytesIO()
+    sink = JsonSink("gatewayz-api", stream, "INFO")
+    ids = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    access = {
+        "endpoint": "/v1/chat/completions",
+        "method": "POST",
+        "status_code": 200,
+        "duration_ms": 129.417,
+    }
+    sink.write_event("INFO", "Request completed", access, *ids)
+    inference = {
+        "provider": "openai",
+        "model": "gpt-4o-mini-2024-07-18",
+        "status": "success",
+        "prompt_tokens": 1234,
+        "completion_tokens": 567,
+        "credits": 0.001234,
+        "cache_hit": False,
+        "stream": True,
+        "attempts": 1,
+        "user_id": 123456,
+        "duration_ms": 1234.567,
+        "key_alias": "production-backend",
+    }
+    sink.write_event("INFO", "Inference completed", inference, *ids)
+    first, second = stream.getvalue().splitlines()
+    return first, second
+
+
+def _gateway_trace_bytes() -> int:
+    """OTLP bytes of one chat completion's spans (server + provider), encoded as the exporter sends them."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+    from opentelemetry.trace import SpanKind  # noqa: PLC0415
+
+    from telemetry.otlp import encode_export_request  # noqa: PLC0415
+    from telemetry.settings import TelemetrySettings  # noqa: PLC0415
+    from telemetry.tracing import create_tracer_provider  # noqa: PLC0415
+
+    exporter = InMemorySpanExporter()
+    provider = create_tracer_provider(
+        TelemetrySettings(service_name="gatewayz-api", port=8000, tempo_enabled=False), exporter
+    )
+    tracer = provider.get_tracer("gateway")
+    server = tracer.start_span("POST /v1/chat/completions", kind=SpanKind.SERVER)
+    for name, value in {
+        "http.request.method": "POST",
+        "http.route": "/v1/chat/completions",
+        "http.response.status_code": 200,
+        "url.path": "/v1/chat/completions",
+        "url.scheme": "http",
+        "server.address": "gateway",
+        "client.address": "10.0.0.12",
+        "user_agent.original": "OpenAI/Python 1.54.0",
+    }.items():
+        server.set_attribute(name, value)
+    child = tracer.start_span("chat gpt-4o-mini", kind=SpanKind.CLIENT)
+    for name, value in {
+        "gen_ai.system": "openai",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        "gen_ai.usage.input_tokens": 1234,
+        "gen_ai.usage.output_tokens": 567,
+        "server.address": "api.openai.com",
+    }.items():
+        child.set_attribute(name, value)
+    child.end()
+    server.end()
+    provider.force_flush()
+    spans = exporter.get_finished_spans()
+    provider.shutdown()
+    return len(encode_export_request(spans))
+
+
+class TestSizing:
+    """The shipped limits hold the documented rate with headroom; a default that cannot is refused here."""
+
+    def test_readme_states_the_rate_the_backends_are_sized_for(self):
+        """README "Sizing" names the rate these tests check, and what to raise beyond it."""
+        sizing = (ROOT / "README.md").read_text().split("### Sizing", 1)[1].split("\n## ", 1)[0]
+        assert f"{REPLICAS} gateway replicas \u00d7 {REQUESTS_PER_SECOND:,} requests/s" in sizing
+        for needle in (
+            "max_traces_per_user",
+            "ingestion_rate_mb",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "Pipeline health",
+        ):
+            assert needle in sizing, needle
+
+    def test_tempo_live_traces_hold_every_request_as_its_own_trace(self):
+        """Each request is a trace, live until idle for max_trace_idle and cut at the next flush check:
+        max_traces_per_user must hold rate x that time x headroom (Tempo's default, 10,000, cannot)."""
+        config = load(DEPLOY / "tempo" / "tempo.yml")
+        live = config["live_store"]
+        lifetime = _seconds(live["max_trace_idle"]) + _seconds(live.get("flush_check_period", "10s"))
+        needed = RATE * lifetime * HEADROOM
+        assert needed > 10_000  # the default would drop spans (live_traces_exceeded) at this rate
+        assert config["overrides"]["defaults"]["ingestion"]["max_traces_per_user"] >= needed
+
+    def test_tempo_byte_rate_holds_the_spans(self):
+        """rate_limit_bytes holds rate x our spans' OTLP bytes x headroom; the burst at least that."""
+        ingestion = load(DEPLOY / "tempo" / "tempo.yml")["overrides"]["defaults"]["ingestion"]
+        per_request = _gateway_trace_bytes()
+        assert 300 < per_request < 3000, per_request
+        needed = RATE * per_request * HEADROOM
+        assert ingestion["rate_limit_bytes"] >= needed
+        assert ingestion["burst_size_bytes"] >= ingestion["rate_limit_bytes"]
+
+    def test_loki_rate_holds_the_access_and_inference_lines(self):
+        """ingestion_rate_mb holds rate x (access + inference line) x headroom (Loki's 4 MB cannot)."""
+        limits = load(DEPLOY / "loki" / "loki.yml")["limits_config"]
+        access, inference = _gateway_lines()
+        per_request = len(access) + len(inference)
+        needed = RATE * per_request * HEADROOM
+        assert needed > 4 * MB  # the default would answer 429 (rate_limited) at this rate
+        assert limits["ingestion_rate_mb"] * MB >= needed
+        # The burst takes a shipper catching up (several 1 MiB pushes back to back) above the rate.
+        assert limits["ingestion_burst_size_mb"] >= 2 * limits["ingestion_rate_mb"]
+
+    def test_loki_one_busy_stream_is_not_rate_limited(self):
+        """Nearly every line is in one stream (service, level, environment): per_stream_rate_limit holds
+        the whole rate, and automatic sharding splits it below that limit."""
+        limits = load(DEPLOY / "loki" / "loki.yml")["limits_config"]
+        access, inference = _gateway_lines()
+        stream_rate = RATE * (len(access) + len(inference))
+        assert _loki_bytes(limits["per_stream_rate_limit"]) >= stream_rate * HEADROOM
+        assert _loki_bytes(limits["per_stream_rate_limit_burst"]) >= _loki_bytes(
+            limits["per_stream_rate_limit"]
+        )
+        assert limits["shard_streams"]["enabled"] is True
+        assert _loki_bytes(limits["shard_streams"]["desired_rate"]) < _loki_bytes(
+            limits["per_stream_rate_limit"]
+        )

@@ -145,6 +145,7 @@ class TestClientLeavesMidStream:
         (line,) = cancelled
         assert line["status"] == "cancelled"
         assert line["completion_tokens"] < 16
+        assert not [line for line in lines if line["level"] == "ERROR"]  # a client leaving is not an error
         profile = httpx.get(f"{gateway.url}/api/users/1", headers={"Authorization": f"Bearer {ADMIN}"}).json()
         assert profile["credits"] == pytest.approx(CREDITS - line["credits"])
         assert line["credits"] == line["prompt_tokens"] * 0.5 + line["completion_tokens"] * 0.25

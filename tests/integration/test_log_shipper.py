@@ -123,9 +123,10 @@ def shipper(tmp_path: Path, loki: FakeLoki, started: list[ServiceProcess], **env
 
 
 class TestDelivery:
-    def test_loki_outage_loses_nothing(self, tmp_path, loki, started):
+    @pytest.mark.parametrize("encoding", ["protobuf", "json"])
+    def test_loki_outage_loses_nothing(self, tmp_path, loki, started, encoding):
         """Lines written while Loki is down wait in the spool (/ready degraded) and all arrive after."""
-        process = shipper(tmp_path, loki, started)
+        process = shipper(tmp_path, loki, started, LOKI_PUSH_ENCODING=encoding)
         loki.stop()
         log = tmp_path / "logs" / "app.log"
         for part in range(10):
@@ -140,6 +141,8 @@ class TestDelivery:
         assert wait_until(lambda: httpx.get(process.url + "/ready").status_code == 200)
         assert wait_until(lambda: metric(process, "log_shipper_spool_bytes") == 0)
         assert metric(process, "log_shipper_lines_shipped_total") == 3000
+        wanted = "application/x-protobuf" if encoding == "protobuf" else "application/json"
+        assert {push.headers["content-type"] for push in loki.pushes} == {wanted}
 
     def test_20_percent_429_and_503_lose_nothing(self, tmp_path, loki, started):
         """With a fifth of pushes answered 429 (Retry-After: 0) or 503, every line still arrives once."""
@@ -159,10 +162,14 @@ class TestDelivery:
         assert (metric(process, "log_shipper_retries_total", reason="429") or 0) >= 1
         assert (metric(process, "log_shipper_retries_total", reason="5xx") or 0) >= 1
 
-    def test_kill_9_then_restart_loses_nothing(self, tmp_path, loki, started):
-        """SIGKILL with a full spool and Loki down; the restarted shipper ships the spool, then resumes."""
+    @pytest.mark.parametrize(
+        ("before", "after"), [("protobuf", "protobuf"), ("json", "protobuf"), ("protobuf", "json")]
+    )
+    def test_kill_9_then_restart_loses_nothing(self, tmp_path, loki, started, before, after):
+        """SIGKILL with a full spool and Loki down; the restarted shipper ships the spool, then resumes —
+        also when LOKI_PUSH_ENCODING changed across the restart (the spool holds the other format)."""
         loki.stop()
-        first = shipper(tmp_path, loki, started)
+        first = shipper(tmp_path, loki, started, LOKI_PUSH_ENCODING=before)
         log = tmp_path / "logs" / "app.log"
         append(log, seq_lines(0, 2000))
         assert wait_until(lambda: metric(first, "log_shipper_lines_read_total", source="file") == 2000)
@@ -171,8 +178,9 @@ class TestDelivery:
         first.kill()
         append(log, seq_lines(2000, 1000))
         loki.start()
-        second = shipper(tmp_path, loki, started)
+        second = shipper(tmp_path, loki, started, LOKI_PUSH_ENCODING=after)
         assert wait_for_seqs(loki, set(range(3000))) == set(range(3000))
+        assert loki.statuses().count(204) == len(loki.statuses())
         # Resumed at the saved position: the restarted process read only the new lines.
         assert metric(second, "log_shipper_lines_read_total", source="file") == 1000
 

@@ -156,9 +156,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         workdir,
         port=ports["log-shipper"],
     )
-    config = rewrite_config(yaml.safe_load(PROMETHEUS_CONFIG.read_text()), ports, PROMETHEUS_CONFIG.parent)
+    # Prometheus scrapes itself and the fake Loki's /metrics too, as deploy/prometheus/prometheus.yml does.
+    prometheus_port = free_port()
+    targets: dict[str, int | str] = {**ports, "prometheus": prometheus_port, "loki": f"127.0.0.1:{loki.port}"}
+    config = rewrite_config(yaml.safe_load(PROMETHEUS_CONFIG.read_text()), targets, PROMETHEUS_CONFIG.parent)
     # Its URL is known before it starts: admin is configured with it.
-    prometheus = PrometheusProcess(config, workdir, free_port())
+    prometheus = PrometheusProcess(config, workdir, prometheus_port)
     admin = ServiceProcess(
         "admin",
         {
@@ -205,9 +208,8 @@ def wait_for(check, timeout: float, interval: float = 2.0):
 def test_config_differs_from_the_project_only_in_targets_and_rule_paths(tmp_path):
     """The test runs deploy/prometheus/prometheus.yml itself: scrape interval, jobs, exemplars unchanged."""
     original = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    rewritten = rewrite_config(
-        original, {"gateway": 1, "admin": 2, "log-shipper": 3}, PROMETHEUS_CONFIG.parent
-    )
+    ports = {"gateway": 1, "admin": 2, "log-shipper": 3, "prometheus": 4, "loki": "loki:3100", "tempo": 6}
+    rewritten = rewrite_config(original, ports, PROMETHEUS_CONFIG.parent)
     assert rewritten["global"] == original["global"]
     assert rewritten["global"]["scrape_interval"] == "15s"
     assert rewritten["storage"] == original["storage"]
@@ -220,14 +222,15 @@ def test_config_differs_from_the_project_only_in_targets_and_rule_paths(tmp_path
 
 
 def test_every_target_is_up(stack):
-    """Prometheus scrapes gateway, admin and log-shipper, each as its own job, and all are up."""
+    """Prometheus scrapes gateway, admin and log-shipper, each as its own job, itself and Loki; all up."""
+    jobs = (*JOBS, "prometheus", "loki")
 
     def all_up() -> dict[str, str] | None:
         targets = stack.prometheus.targets()
-        return targets if set(targets.values()) == {"up"} and len(targets) == len(JOBS) else None
+        return targets if set(targets.values()) == {"up"} and len(targets) == len(jobs) else None
 
     targets = wait_for(all_up, timeout=45)
-    assert targets == dict.fromkeys(JOBS, "up"), (stack.prometheus.targets(), stack.prometheus.log())
+    assert targets == dict.fromkeys(jobs, "up"), (stack.prometheus.targets(), stack.prometheus.log())
     assert stack.prometheus.series_count('up{job=~"gateway|admin|log-shipper"} == 1') == 3
 
 
@@ -301,6 +304,10 @@ def test_alert_rules_load_and_the_failing_provider_alert_goes_pending(stack):
         "InferenceLatencyP95High",
         "LogShipperDroppingLines",
         "LogShipperSpoolGrowing",
+        "TempoDiscardingSpans",
+        "LokiDiscardingLines",
+        "SpanExporterDroppingSpans",
+        "LogForwarderDroppingLines",
         "TargetDown",
     }
     assert {name: rule["health"] for name, rule in found.items()} == dict.fromkeys(found, "ok")

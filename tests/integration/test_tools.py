@@ -165,12 +165,16 @@ class TestTrafficAndVerify:
         assert result.returncode == 1
         assert "✓ Prometheus scraping every service: gateway up, admin up, log-shipper up" in out
         assert "✓ Metrics update every 15 s" in out
+        # Prometheus scrapes the (fake) Loki that answered at start, and itself: nothing was discarded.
+        assert re.search(
+            r"✓ Nothing discarded in the pipeline: nothing discarded in the last 5m; tempo not", out
+        )
         assert re.search(
             r"✗ Loki ingesting structured logs: loki unreachable at .*\n    fix: start Loki", out
         )
         assert re.search(r"✗ Tempo receiving traces: tempo unreachable .*\n    fix: start Tempo", out)
         assert re.search(r"✗ Dashboards load: grafana unreachable .*\n    fix: start Grafana", out)
-        assert out.rstrip().endswith("3 passed, 7 failed, 0 skipped")
+        assert out.rstrip().endswith("4 passed, 7 failed, 0 skipped")
 
     def test_verify_skip_makes_local_checklist_pass(self, local_stack):
         """With the absent backends skipped, the local checklist exits 0."""

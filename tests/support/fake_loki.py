@@ -1,8 +1,12 @@
 """A strict fake Loki on loopback: `POST /loki/api/v1/push` answered the way Loki 3.7.6 answers it.
 
-Checks the wire contract recorded in BACKENDS.md (Content-Type, gzip, JSON shape, nanosecond timestamps as
-strings, label names and values, line size, age windows), stores accepted entries de-duplicated on exact
-(timestamp, line) like Loki, and can inject 429 with Retry-After, 5xx, 400, 413 and outages.
+Checks the wire contract recorded in BACKENDS.md (Content-Type, Content-Encoding, JSON shape, nanosecond
+timestamps as strings, label names and values, line size, age windows), and, for any type but JSON, the
+snappy-compressed `logproto.PushRequest` Loki's own clients send, decoded with the `protobuf` package
+(labels in Prometheus label-set syntax, `google.protobuf.Timestamp`s). Stores accepted entries de-duplicated
+on exact (timestamp, line) like Loki, serves Loki's own counters on `/metrics`
+(`loki_distributor_lines_received_total`, `loki_discarded_samples_total{reason}`), and can inject 429 with
+Retry-After, 5xx, 400, 413 and outages.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+import cramjam
 import msgspec
+from google.protobuf.message import DecodeError
+
+from support.logproto import PushRequest
 
 NS = 1_000_000_000
 MAX_AGE_NS = 7 * 24 * 3600 * NS
@@ -92,6 +101,10 @@ class FakeLoki:
         self._random = random.Random(seed)  # noqa: S311 - reproducible fault injection
         self._server: ThreadingHTTPServer | None = None
         self._connections: set[socket.socket] = set()
+        self.received_lines = 0
+        """`loki_distributor_lines_received_total`: entries of every push that decoded."""
+        self.discarded: dict[str, int] = {}
+        """`loki_discarded_samples_total` by reason (only reasons seen, as Loki shows them)."""
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeLoki:
@@ -185,7 +198,12 @@ class FakeLoki:
         try:
             streams = _decode(headers, raw)
             count = sum(len(values) for _, values in streams)
+            total = sum(len(value[1]) for _, values in streams for value in values)
             with self._lock:
+                self.received_lines += count
+                if total > RATE_BURST_BYTES:
+                    self._discard("rate_limited", count)
+                    raise PushError(429, "ingestion rate limit exceeded (limit: 4194304 bytes/sec)")
                 errors = self._store(streams)
         except PushError as exc:
             self._record(Push(exc.status, headers, 0, exc.message))
@@ -194,6 +212,23 @@ class FakeLoki:
         body = "\n".join(errors)
         self._record(Push(status, headers, count, body))
         return status, body, {}
+
+    def _discard(self, reason: str, count: int = 1) -> None:
+        self.discarded[reason] = self.discarded.get(reason, 0) + count
+
+    def metrics_text(self) -> str:
+        """Loki's own counters of lines received and discarded, in the exposition format it serves."""
+        with self._lock:
+            lines = [
+                "# TYPE loki_distributor_lines_received_total counter",
+                f'loki_distributor_lines_received_total{{tenant="fake"}} {self.received_lines}',
+                "# TYPE loki_discarded_samples_total counter",
+            ]
+            lines += [
+                f'loki_discarded_samples_total{{reason="{reason}",tenant="fake"}} {count}'
+                for reason, count in sorted(self.discarded.items())
+            ]
+        return "\n".join(lines) + "\n"
 
     def _injected(self) -> Reply | None:
         if self.script:
@@ -214,6 +249,7 @@ class FakeLoki:
             problem = _label_problem(labels)
             if problem:
                 errors.append(problem)
+                self._discard("invalid_labels", len(values))
                 continue
             stored = labels or {"service_name": "unknown_service"}
             key = tuple(sorted(stored.items()))
@@ -224,12 +260,16 @@ class FakeLoki:
                 ts = int(ts_text)
                 if ts < now - MAX_AGE_NS:
                     errors.append(f"entry for stream '{labels}' has timestamp too old: {ts}")
+                    self._discard("greater_than_max_sample_age")
                 elif ts > now + GRACE_NS:
                     errors.append(f"entry for stream '{labels}' has timestamp too new: {ts}")
+                    self._discard("too_far_in_future")
                 elif len(line.encode()) > MAX_LINE_BYTES:
                     errors.append(f"stream '{labels}' max entry size '{MAX_LINE_BYTES}' bytes exceeded")
+                    self._discard("line_too_long")
                 elif ts < stream.newest - BEHIND_NS:
                     errors.append(f"entry too far behind, entry timestamp is: {ts}")
+                    self._discard("too_far_behind")
                 else:
                     self.accepted += 1
                     if self.keep:  # a benchmark only counts
@@ -249,23 +289,39 @@ def _label_problem(labels: dict[str, str]) -> str | None:
     return None
 
 
-def _decode(  # noqa: PLR0912 - one check per Loki answer
-    headers: dict[str, str], raw: bytes
-) -> list[tuple[dict[str, str], list[list[Any]]]]:
-    """The body as (labels, values) pairs, or a `PushError` with Loki's status and message."""
-    content_type = headers.get("content-type")
-    if not content_type:
-        raise PushError(400, "mime: no media type")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise PushError(400, "snappy: corrupt input")  # Loki reads any other type as protobuf
-    encoding = headers.get("content-encoding", "").lower()
+def _decode(headers: dict[str, str], raw: bytes) -> list[tuple[dict[str, str], list[list[Any]]]]:
+    """The body as (labels, values) pairs, or a `PushError` with Loki's status and message.
+
+    As Loki's `ParseLokiRequest`: the Content-Encoding first (none, `snappy` or absent: as sent; gzip and
+    deflate decoded; anything else refused), then the media type: `application/json` is JSON, any other
+    type is snappy-compressed `logproto.PushRequest`.
+    """
+    encoding = headers.get("content-encoding", "")
     if encoding == "gzip":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise PushError(400, f"gzip: {exc}") from None
-    elif encoding:
-        raise PushError(415, f"unsupported Content-Encoding {encoding!r}")
+    elif encoding == "deflate":
+        try:
+            raw = zlib.decompress(raw, -15)
+        except zlib.error as exc:
+            raise PushError(400, f"flate: {exc}") from None
+    elif encoding not in {"", "snappy"}:
+        raise PushError(400, f"Content-Encoding {encoding!r} not supported")
+    content_type = headers.get("content-type")
+    if not content_type:
+        raise PushError(400, "mime: no media type")
+    if content_type.split(";")[0].strip().lower() == "application/json":
+        streams = _decode_json(raw)
+    else:
+        streams = _decode_protobuf(raw)  # Loki reads any other type (text/plain too) as protobuf
+    if not streams:
+        raise PushError(422, "at least one valid stream is required")
+    return streams
+
+
+def _decode_json(raw: bytes) -> list[tuple[dict[str, str], list[list[Any]]]]:
     if not raw:
         raise PushError(400, "EOF")
     try:
@@ -275,7 +331,6 @@ def _decode(  # noqa: PLR0912 - one check per Loki answer
     if not isinstance(document, dict) or not isinstance(document.get("streams", []), list):
         raise PushError(400, "loghttp.PushRequest: expected an object with a streams array")
     streams = []
-    total = 0
     for item in document.get("streams", []):
         if not isinstance(item, dict):
             raise PushError(400, "loghttp.PushRequest.Streams: expected objects")
@@ -287,13 +342,70 @@ def _decode(  # noqa: PLR0912 - one check per Loki answer
             raise PushError(400, "loghttp.PushRequest.Streams: values must be an array")
         for value in values:
             _check_value(value)
-            total += len(value[1])
         streams.append((labels, values))
-    if not streams:
-        raise PushError(422, "at least one valid stream is required")
-    if total > RATE_BURST_BYTES:
-        raise PushError(429, "ingestion rate limit exceeded (limit: 4194304 bytes/sec)")
     return streams
+
+
+def _decode_protobuf(raw: bytes) -> list[tuple[dict[str, str], list[list[Any]]]]:
+    """Snappy block format, then `logproto.PushRequest`; labels in Prometheus label-set syntax."""
+    try:
+        body = bytes(cramjam.snappy.decompress_raw(raw)) if raw else None
+    except cramjam.DecompressionError:
+        body = None
+    if body is None:
+        raise PushError(400, "snappy: corrupt input")
+    request = PushRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as exc:
+        raise PushError(400, f"proto: {exc}") from None
+    streams = []
+    for stream in request.streams:
+        labels = parse_label_set(stream.labels)
+        values: list[list[Any]] = []
+        for entry in stream.entries:
+            if not 0 <= entry.timestamp.nanos < NS:
+                raise PushError(400, f"timestamp: {entry.timestamp} nanos not in range")
+            ts = entry.timestamp.seconds * NS + entry.timestamp.nanos
+            metadata = {pair.name: pair.value for pair in entry.structuredMetadata}
+            values.append([str(ts), entry.line, metadata] if metadata else [str(ts), entry.line])
+        streams.append((labels, values))
+    return streams
+
+
+_LABEL_PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))")
+_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+
+
+def parse_label_set(text: str) -> dict[str, str]:
+    r"""`{name="value", …}` as Loki's `syntax.ParseLabels` reads it; 400 `couldn't parse labels` else.
+
+    Values are Go-quoted strings: `\"`, `\\`, `\n`, `\t`, `\r`, `\b`, `\f` and `\uXXXX` escapes.
+    """
+    problem = PushError(400, f"couldn't parse labels: {text!r}")
+    if not (text.startswith("{") and text.endswith("}")):
+        raise problem
+    labels: dict[str, str] = {}
+    position, end = 1, len(text) - 1
+    while text[position:end].strip():
+        match = _LABEL_PAIR.match(text, position, end)
+        if match is None:
+            raise problem
+
+        def unescape(escape: re.Match[str]) -> str:
+            if escape[1]:
+                return chr(int(escape[1], 16))
+            if escape[2] not in _ESCAPES:
+                raise problem
+            return _ESCAPES[escape[2]]
+
+        name = match[1]
+        if name in labels:
+            raise PushError(400, f"couldn't parse labels: duplicate label name {name!r}")
+        labels[name] = _ESCAPE.sub(unescape, match[2])
+        position = match.end()
+    return labels
 
 
 def _check_value(value: object) -> None:
@@ -348,6 +460,8 @@ def _handler_for(loki: FakeLoki) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/ready":
                 self._answer(200, "ready", {})
+            elif self.path == "/metrics":
+                self._answer(200, loki.metrics_text(), {})
             else:
                 self._answer(404, "404 page not found", {})
 

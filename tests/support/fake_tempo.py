@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -27,13 +28,49 @@ _HEX = re.compile(r"^[0-9a-fA-F]{1,32}$")
 
 
 class TempoStore:
-    """Spans received, grouped by lowercase hex trace id, kept as OTLP `ResourceSpans` per export."""
+    """Spans received, grouped by lowercase hex trace id, kept as OTLP `ResourceSpans` per export.
+
+    `max_live_traces` plays Tempo's per-tenant live-trace limit (`max_traces_per_user`): a span of a new
+    trace beyond it is dropped and counted as `live_traces_exceeded` while the export still answers 200, as
+    Tempo 3 does (BACKENDS.md); a trace stops being live after `live_seconds` without a span.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._traces: dict[str, list[ResourceSpans]] = defaultdict(list)
         self.ready = True
         self.requests: list[str] = []
+        self.max_live_traces: int | None = None
+        self.live_seconds = 5.0
+        self._live: dict[str, float] = {}
+        self.received_spans = 0
+        self.discarded: dict[str, int] = {}
+
+    def metrics_text(self) -> str:
+        """`tempo_distributor_spans_received_total` and `tempo_discarded_spans_total{reason}`, as Tempo."""
+        with self._lock:
+            lines = [
+                "# TYPE tempo_distributor_spans_received_total counter",
+                f'tempo_distributor_spans_received_total{{tenant="single-tenant"}} {self.received_spans}',
+                "# TYPE tempo_discarded_spans_total counter",
+            ]
+            lines += [
+                f'tempo_discarded_spans_total{{reason="{reason}",tenant="single-tenant"}} {count}'
+                for reason, count in sorted(self.discarded.items())
+            ]
+        return "\n".join(lines) + "\n"
+
+    def _admit(self, trace_id: str, spans: int) -> bool:
+        """Whether a trace's spans are kept under the live-trace limit (counting them either way)."""
+        now = time.monotonic()
+        self.received_spans += spans
+        self._live = {tid: seen for tid, seen in self._live.items() if now - seen < self.live_seconds}
+        limit = self.max_live_traces
+        if trace_id not in self._live and limit is not None and len(self._live) >= limit:
+            self.discarded["live_traces_exceeded"] = self.discarded.get("live_traces_exceeded", 0) + spans
+            return False
+        self._live[trace_id] = now
+        return True
 
     def add(self, request: ExportTraceServiceRequest) -> None:
         with self._lock:
@@ -48,7 +85,8 @@ class TempoStore:
                             by_trace[trace_id] = part
                         by_trace[trace_id].scope_spans[0].spans.append(span)
                 for trace_id, part in by_trace.items():
-                    self._traces[trace_id].append(part)
+                    if self._admit(trace_id, len(part.scope_spans[0].spans)):
+                        self._traces[trace_id].append(part)
 
     def trace(self, trace_id: str) -> list[ResourceSpans] | None:
         with self._lock:
@@ -74,6 +112,9 @@ class _TempoHandler(QuietHandler):
         store: TempoStore = self.server.store
         store.requests.append(f"GET {self.path}")
         path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self.reply(200, store.metrics_text().encode(), "text/plain; version=0.0.4")
+            return
         if path == "/ready":
             if store.ready:
                 self.reply(200, b"ready")

@@ -271,30 +271,28 @@ def encode_export_request(spans: Sequence[ReadableSpan]) -> bytes:
     return b"".join(request)
 
 
-class OtlpHttpSpanExporter(SpanExporter):
-    """Posts span batches as OTLP/HTTP protobuf, one bounded attempt per batch.
+class BoundedSpanExporter(SpanExporter):
+    """One bounded attempt per batch, whatever the transport; subclasses send the encoded request.
 
     Spans are telemetry, not data: when Tempo is down a batch is dropped (and logged once per outage)
     rather than retried, so a dead collector costs neither memory nor shutdown time.
     """
 
-    def __init__(self, endpoint: str, timeout: float) -> None:
+    def __init__(self, endpoint: str) -> None:
         self._endpoint = endpoint
-        self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-protobuf"})
         self._failing = False
         self._shutdown = False
 
+    def _send(self, request: bytes) -> str | None:
+        """Send one encoded `ExportTraceServiceRequest`; None on success, else why it failed."""
+        raise NotImplementedError
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Encode and post one batch."""
+        """Encode and send one batch."""
         if self._shutdown:
             return SpanExportResult.FAILURE
-        try:
-            response = self._client.post(self._endpoint, content=encode_export_request(spans))
-            ok = response.status_code < 300
-            reason = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            ok, reason = False, f"{type(exc).__name__}: {exc}"
-        if ok:
+        reason = self._send(encode_export_request(spans))
+        if reason is None:
             if self._failing:
                 logger.info("span export recovered", endpoint=self._endpoint)
             self._failing = False
@@ -306,11 +304,26 @@ class OtlpHttpSpanExporter(SpanExporter):
         self._failing = True
         return SpanExportResult.FAILURE
 
+    def force_flush(self, timeout_millis: int = 30000) -> bool:  # noqa: ARG002 - nothing is buffered here
+        """Nothing is buffered in the exporter itself."""
+        return True
+
+
+class OtlpHttpSpanExporter(BoundedSpanExporter):
+    """Posts span batches to `/v1/traces` as OTLP/HTTP protobuf."""
+
+    def __init__(self, endpoint: str, timeout: float) -> None:
+        super().__init__(endpoint)
+        self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-protobuf"})
+
+    def _send(self, request: bytes) -> str | None:
+        try:
+            response = self._client.post(self._endpoint, content=request)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None if response.status_code < 300 else f"HTTP {response.status_code}"
+
     def shutdown(self) -> None:
         """Stop exporting and close the connection pool."""
         self._shutdown = True
         self._client.close()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:  # noqa: ARG002 - nothing is buffered here
-        """Nothing is buffered in the exporter itself."""
-        return True

@@ -9,6 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from telemetry.pipeline import (
+    DISCARD_SOURCES,
+    LOG_FORWARDERS,
+    LOG_SHIPPER,
+    LOKI,
+    SPAN_EXPORTERS,
+    TEMPO,
+    WINDOW,
+    DiscardSource,
+)
+
 PanelKind = Literal["stat", "timeseries", "gauge", "logs", "traces", "table"]
 DatasourceKind = Literal["prometheus", "loki", "tempo"]
 
@@ -280,7 +291,128 @@ INFERENCE_DASHBOARD = Dashboard(
     ),
 )
 
-DASHBOARDS = (FASTAPI_DASHBOARD, INFERENCE_DASHBOARD)
+
+def _stages(*stages: tuple[str, str]) -> str:
+    """One query whose series are named pipeline stages (legend `{{stage}}`); absent ones are left out."""
+    return "\n or ".join(f'label_replace({expr}, "stage", "{name}", "", "")' for name, expr in stages)
+
+
+def _per_second(counter: str) -> str:
+    return f"sum(rate({counter}[{WINDOW}]))"
+
+
+def _stored(received: str, source: DiscardSource) -> str:
+    return f"{_per_second(received)} - ({source.rate} or vector(0))"
+
+
+def _rejected_samples() -> str:
+    """Samples Prometheus refused from scrapes, per second.
+
+    One rate per counter: rate() over several names at once yields one label set per target twice, an
+    error in Prometheus 2.
+    """
+    counters = (
+        "sample_out_of_order",
+        "sample_duplicate_timestamp",
+        "sample_out_of_bounds",
+        "exceeded_sample_limit",
+    )
+    return " + ".join(
+        f"(sum(rate(prometheus_target_scrapes_{name}_total[{WINDOW}])) or vector(0))" for name in counters
+    )
+
+
+def _all_discards() -> str:
+    return " + ".join(
+        f"(sum(increase({source.selector}[{WINDOW}])) or vector(0))" for source in DISCARD_SOURCES
+    )
+
+
+PIPELINE_DASHBOARD = Dashboard(
+    uid="gatewayz-pipeline",
+    title="Pipeline health",
+    panels=(
+        Panel(
+            title="Discarded In The Pipeline",
+            kind="stat",
+            datasource="prometheus",
+            expr=_all_discards(),
+            thresholds=(Threshold(1, "red"),),
+            description="Spans and log lines discarded over 5 minutes anywhere: Tempo, Loki, span exporters,"
+            " the log-shipper and the log forwarders. Anything above 0 is data that will never be stored.",
+        ),
+        Panel(
+            title="Targets Down",
+            kind="stat",
+            datasource="prometheus",
+            expr="count(up == 0) or vector(0)",
+            thresholds=(Threshold(1, "red"),),
+            description="Scrape targets Prometheus cannot reach (services, Loki, Tempo, itself).",
+        ),
+        Panel(
+            title="Logs: Read, Shipped, Stored, Dropped",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_stages(
+                ("read by shippers", _per_second("log_shipper_lines_read_total")),
+                ("acknowledged by Loki", _per_second("log_shipper_lines_shipped_total")),
+                ("received by Loki", _per_second("loki_distributor_lines_received_total")),
+                ("stored by Loki", _stored("loki_distributor_lines_received_total", LOKI)),
+                ("discarded by Loki", LOKI.rate),
+                ("dropped by the shipper", LOG_SHIPPER.rate),
+                ("dropped by forwarders", LOG_FORWARDERS.rate),
+            ),
+            unit="ops",
+            legend="{{stage}}",
+            description="Log lines per second at each stage; read = acknowledged = stored when none is lost.",
+        ),
+        Panel(
+            title="Traces: Exported, Stored, Dropped",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_stages(
+                ("exported by services", _per_second("otel_spans_exported_total")),
+                ("received by Tempo", _per_second("tempo_distributor_spans_received_total")),
+                ("stored by Tempo", _stored("tempo_distributor_spans_received_total", TEMPO)),
+                ("discarded by Tempo", TEMPO.rate),
+                ("dropped by exporters", SPAN_EXPORTERS.rate),
+            ),
+            unit="ops",
+            legend="{{stage}}",
+            description="Spans per second at each stage. Tempo answers exporters with success as it discards"
+            " (live_traces_exceeded, rate_limited): only its own counter shows it.",
+        ),
+        Panel(
+            title="Metrics: Stored, Rejected",
+            kind="timeseries",
+            datasource="prometheus",
+            expr=_stages(
+                ("stored by Prometheus", _per_second("prometheus_tsdb_head_samples_appended_total")),
+                ("rejected by Prometheus", _rejected_samples()),
+            ),
+            unit="ops",
+            legend="{{stage}}",
+            description="Samples per second Prometheus appended, and those it refused from scrapes.",
+        ),
+        Panel(
+            title="Discards By Source And Reason",
+            kind="timeseries",
+            datasource="prometheus",
+            expr="\n or ".join(
+                f"label_replace(sum by (reason) (rate({source.selector}[{WINDOW}])),"
+                f' "source", "{source.name}", "", "")'
+                for source in DISCARD_SOURCES
+            )
+            + '\n or label_replace(vector(0), "source", "nothing discarded", "", "")',
+            unit="ops",
+            legend="{{source}} {{reason}}",
+            description="What is discarded, where and why (README, Sizing: what to raise for each reason).",
+        ),
+    ),
+    tags=("gatewayz", "pipeline"),
+)
+
+DASHBOARDS = (FASTAPI_DASHBOARD, INFERENCE_DASHBOARD, PIPELINE_DASHBOARD)
 
 LOGQL_QUERIES = (
     '{service="gatewayz-api"}',

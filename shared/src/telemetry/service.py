@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from telemetry.delivery import ForwardTransport
+from telemetry.export_metrics import SpanExportCollector
 from telemetry.forwarder import LogForwarder, create_forwarder
 from telemetry.logs import JsonSink, configure_logging
 from telemetry.metrics import HttpMetrics, create_registry
@@ -57,11 +58,13 @@ class Telemetry:
         """
         log_sink = configure_logging(settings, log_stream)
         registry = registry if registry is not None else create_registry()
+        tracer_provider = create_tracer_provider(settings, exporter)
+        registry.register(SpanExportCollector(tracer_provider))
         telemetry = cls(
             settings=settings,
             registry=registry,
             http=HttpMetrics(registry, settings.app_name),
-            tracer_provider=create_tracer_provider(settings, exporter),
+            tracer_provider=tracer_provider,
             log_sink=log_sink,
         )
         if settings.log_forward_url is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -232,6 +233,12 @@ class BatchExportProcessor:
     ) -> None:
         self.exporter = exporter
         self.dropped = 0
+        """Spans refused because the queue was full (the exporter cannot keep up)."""
+        self.exported = 0
+        """Spans the exporter reported sent."""
+        self.failed = 0
+        """Spans in batches the exporter reported failed (Tempo down or refusing): dropped, not retried."""
+        self.max_queue = max_queue
         self._queue: deque[LeanSpan] = deque()
         self._max_queue = max_queue
         self._batch_size = batch_size
@@ -279,12 +286,24 @@ class BatchExportProcessor:
                 if full_only and len(self._queue) < self._batch_size:
                     return True
                 batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
-                with contextlib.suppress(Exception):  # an exporter bug must not kill the worker
+                # Counted from this one worker thread (plain ints, read at scrape time): no lock per span.
+                try:
                     # LeanSpan reads as a ReadableSpan: exporters only use its read side.
-                    self.exporter.export(batch)  # type: ignore[arg-type]
+                    result = self.exporter.export(batch)  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001 - an exporter bug must not kill the worker
+                    result = None
+                if result is SpanExportResult.SUCCESS:
+                    self.exported += len(batch)
+                else:
+                    self.failed += len(batch)
             return True
         finally:
             self._export_lock.release()
+
+    @property
+    def queued(self) -> int:
+        """Spans waiting for export."""
+        return len(self._queue)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export what is queued, within `timeout_millis`."""

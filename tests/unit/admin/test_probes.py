@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -134,3 +136,52 @@ class TestInstrumentationHealth:
             assert client.get("/api/instrumentation/health").json()["status"] == "ok"
         assert tempo.store.requests == ["GET /ready"]
         assert ready_server.httpd.hits.count("/ready") == 2  # gateway and log-shipper share the fake
+
+
+class _PrometheusHandler(QuietHandler):
+    """Ready, and answers instant queries: a Tempo discard for the Tempo query, nothing for the others."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        path, _, query = self.path.partition("?")
+        if path == "/-/ready":
+            self.reply(200, b"ready")
+            return
+        promql = parse_qs(query).get("query", [""])[0]
+        result = []
+        if "tempo_discarded_spans_total" in promql and self.server.discarding:
+            result = [{"metric": {"reason": "live_traces_exceeded"}, "value": [time.time(), "5012"]}]
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        self.reply(200, json.dumps(body).encode(), "application/json")
+
+
+class TestDiscards:
+    def test_tempo_discarding_degrades_health_with_the_fix(self, make_admin, ready_server, tempo, loki):
+        """Every part ready, but Tempo counting live_traces_exceeded: degraded, with what to raise."""
+        with LoopbackServer(_PrometheusHandler, discarding=True) as prometheus:
+            settings = {**everything_up(ready_server, tempo, loki), "prometheus_url": prometheus.url}
+            body = make_admin(**settings).get("/api/instrumentation/health").json()
+        assert {check["status"] for check in body["checks"]} == {"ok"}
+        assert body["status"] == "degraded"
+        assert body["discards_checked"] is True
+        [discard] = body["discards"]
+        assert (discard["source"], discard["reason"], discard["count"]) == (
+            "Tempo",
+            "live_traces_exceeded",
+            5012,
+        )
+        assert "max_traces_per_user" in discard["fix"]
+        assert "OTEL_TRACES_SAMPLER_ARG" in discard["fix"]
+        assert len(body["reasons"]) == 1
+        assert body["reasons"][0].startswith("Tempo discarded 5012 spans in 5m (live_traces_exceeded): raise")
+
+    def test_no_discards_is_ok(self, make_admin, ready_server, tempo, loki):
+        """Prometheus answering empty vectors for every discard counter: ok, and said to be checked."""
+        with LoopbackServer(_PrometheusHandler, discarding=False) as prometheus:
+            settings = {**everything_up(ready_server, tempo, loki), "prometheus_url": prometheus.url}
+            body = make_admin(**settings).get("/api/instrumentation/health").json()
+        assert (body["status"], body["discards"], body["discards_checked"]) == ("ok", [], True)
+
+    def test_prometheus_that_cannot_answer_queries_leaves_discards_unknown(self, make_admin, ready_server):
+        """A Prometheus whose query API fails: discards not checked (said so), not invented."""
+        body = make_admin(prometheus_url=ready_server.url).get("/api/instrumentation/health").json()
+        assert (body["discards"], body["discards_checked"]) == ([], False)

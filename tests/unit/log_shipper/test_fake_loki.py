@@ -5,11 +5,13 @@ from __future__ import annotations
 import gzip
 import time
 
+import cramjam
 import httpx
 import msgspec
 import pytest
 
 from support.fake_loki import FakeLoki
+from support.logproto import PushRequest
 
 JSON = {"Content-Type": "application/json"}
 
@@ -123,3 +125,79 @@ class TestInjection:
             httpx.post(loki.push_url, content=body([now_ns(), "x"]), headers=JSON)
         loki.start()
         assert httpx.post(loki.push_url, content=body([now_ns(), "x"]), headers=JSON).status_code == 204
+
+
+def protobuf_body(*entries: tuple[str, str], labels: str = '{service="s"}', compress: bool = True) -> bytes:
+    request = PushRequest()
+    if entries or labels != "-":
+        stream = request.streams.add(labels=labels)
+        for ts, text in entries:
+            entry = stream.entries.add(line=text)
+            entry.timestamp.seconds, entry.timestamp.nanos = divmod(int(ts), 1_000_000_000)
+    raw = request.SerializeToString()
+    return bytes(cramjam.snappy.compress_raw(raw)) if compress else raw
+
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+class TestProtobufPushContract:
+    def test_good_push_is_204_with_nanoseconds_and_labels(self, loki):
+        """A snappy `logproto.PushRequest`: 204, stored under its parsed labels at its exact time."""
+        ts = now_ns()
+        body = protobuf_body((ts, "hello ✓"), labels='{service="s", note="a \\"q\\" b"}')
+        response = httpx.post(loki.push_url, content=body, headers=PROTOBUF)
+        assert (response.status_code, response.content) == (204, b"")
+        assert loki.entries(service="s") == [(int(ts), "hello ✓")]
+        assert loki.streams() == [{"service": "s", "note": 'a "q" b'}]
+
+    def test_any_type_but_json_is_read_as_protobuf(self, loki):
+        """Loki snappy-decodes every type but JSON: text/plain with a valid body is stored too."""
+        body = protobuf_body((now_ns(), "x"))
+        assert (
+            httpx.post(loki.push_url, content=body, headers={"Content-Type": "text/plain"}).status_code == 204
+        )
+
+    @pytest.mark.parametrize(
+        ("content", "status", "message"),
+        [
+            (b"", 400, "snappy: corrupt input"),
+            (b"not snappy at all", 400, "snappy: corrupt input"),
+            (protobuf_body((now_ns(), "x"), compress=False), 400, "snappy"),
+            (bytes(cramjam.snappy.compress_raw(b"\xff\xff\xff")), 400, "proto"),
+            (protobuf_body((now_ns(), "x"), labels='service="s"'), 400, "couldn't parse labels"),
+            (protobuf_body((now_ns(), "x"), labels='{bad-name="s"}'), 400, "couldn't parse labels"),
+            (protobuf_body(labels="-"), 422, "at least one valid stream"),
+        ],
+        ids=["empty", "corrupt", "uncompressed", "not-protobuf", "no-braces", "bad-name", "no-streams"],
+    )
+    def test_malformed_protobuf_pushes(self, loki, content, status, message):
+        """Not snappy, not a PushRequest, labels that do not parse: 400; no streams: 422."""
+        response = httpx.post(loki.push_url, content=content, headers=PROTOBUF)
+        assert response.status_code == status
+        assert message in response.text
+
+    def test_unknown_content_encoding_is_refused(self, loki):
+        """`Content-Encoding: br` is not one Loki reads: 400, nothing stored."""
+        headers = {**PROTOBUF, "Content-Encoding": "br"}
+        response = httpx.post(loki.push_url, content=protobuf_body((now_ns(), "x")), headers=headers)
+        assert response.status_code == 400
+        assert loki.lines() == []
+
+    def test_400_keeps_the_good_entries(self, loki):
+        """As with JSON: one good and one 30-day-old entry: 400, and the good one is stored."""
+        body = protobuf_body((now_ns(), "good"), (now_ns(-30 * 86400), "old"))
+        assert httpx.post(loki.push_url, content=body, headers=PROTOBUF).status_code == 400
+        assert loki.lines() == ["good"]
+
+
+class TestLokiMetrics:
+    def test_metrics_count_lines_received_and_discarded_by_reason(self, loki):
+        """/metrics: loki_distributor_lines_received_total and loki_discarded_samples_total{reason}."""
+        httpx.post(loki.push_url, content=body([now_ns(), "a"], [now_ns(-30 * 86400), "old"]), headers=JSON)
+        big = body(*([now_ns(i / 1e6), "x" * 1000] for i in range(7000)))
+        assert httpx.post(loki.push_url, content=big, headers=JSON).status_code == 429
+        text = httpx.get(loki.url + "/metrics").text
+        assert 'loki_distributor_lines_received_total{tenant="fake"} 7002' in text
+        assert 'loki_discarded_samples_total{reason="greater_than_max_sample_age",tenant="fake"} 1' in text
+        assert 'loki_discarded_samples_total{reason="rate_limited",tenant="fake"} 7000' in text

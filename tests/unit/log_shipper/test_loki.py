@@ -1,4 +1,4 @@
-"""LokiClient against the strict fake: gzip JSON, tenant and auth headers, answers classified."""
+"""LokiClient against the strict fake: snappy protobuf and gzip JSON, tenant and auth, answers classified."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import msgspec
 import pytest
 
 from log_shipper.batch import Batch, push_parts
+from log_shipper.labels import StreamLabels
 from log_shipper.loki import LokiClient, Outcome, auth_headers, parse_retry_after
+from log_shipper.parser import LineParser
 from log_shipper.settings import ShipperSettings
 from support.fake_loki import FakeLoki
 
@@ -83,6 +85,34 @@ class TestLokiClient:
         loki.stop()
         loki.start()
         assert (await client.push(parts_for(parser, b"b"))).outcome is Outcome.SHIPPED
+
+
+class TestProtobufPush:
+    @pytest.mark.anyio
+    async def test_protobuf_segments_go_snappy_compressed(self, loki, metrics, registry):
+        """A protobuf body goes as application/x-protobuf, no Content-Encoding, snappy block format; the
+        strict fake decodes it and stores every line, byte for byte."""
+        parser = LineParser(StreamLabels("test", {}, "svc"), 1024, protobuf=True)
+        batch = Batch()
+        parser.parse(b'{"level":"INFO","m":"\xc3\xa9"}\nplain', "svc", batch)
+        result = await client_for(loki, metrics).push(push_parts([batch.encode_protobuf()]))
+        assert result.outcome is Outcome.SHIPPED
+        headers = loki.pushes[-1].headers
+        assert headers["content-type"] == "application/x-protobuf"
+        assert "content-encoding" not in headers
+        assert set(loki.lines()) == {'{"level":"INFO","m":"é"}', "plain"}
+        assert registry.get_sample_value("log_shipper_push_duration_seconds_count") == 1
+
+    @pytest.mark.anyio
+    async def test_tenant_and_auth_on_protobuf_pushes_too(self, loki, metrics):
+        """The tenant and credentials go with either format."""
+        parser = LineParser(StreamLabels("test", {}, "svc"), 1024, protobuf=True)
+        batch = Batch()
+        parser.parse(b"x", "svc", batch)
+        client = client_for(loki, metrics, loki_tenant_id="team-a", loki_username="u", loki_password="p")
+        await client.push(push_parts([batch.encode_protobuf()]))
+        headers = loki.pushes[-1].headers
+        assert (headers["x-scope-orgid"], headers["authorization"]) == ("team-a", "Basic dTpw")
 
 
 class TestHeaders:

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from log_shipper.batch import push_parts
+from log_shipper.batch import Batch, push_parts
+from log_shipper.labels import StreamLabels
 from log_shipper.loki import Outcome, PushResult
+from log_shipper.parser import LineParser
 from log_shipper.sender import SpoolSender
 from log_shipper.spool import Spool, write_durably
 from telemetry.retry import Backoff
@@ -119,6 +121,27 @@ class TestDelivery:
         await deliver_all(sender_for(spool, pusher, metrics), spool)
         [body] = pusher.bodies
         assert len(msgspec.json.decode(body)["streams"]) == 2
+
+    @pytest.mark.anyio
+    async def test_a_spool_of_both_formats_is_pushed_format_by_format(self, spool, metrics, registry):
+        """JSON segments left by a run before LOKI_PUSH_ENCODING changed and protobuf ones after: one push
+        per run of one format, each a valid body of its own, every line shipped."""
+        spooled(spool, "a")
+        protobuf = LineParser(StreamLabels("test", {}, "svc"), 1024, protobuf=True)
+        batch = Batch()
+        protobuf.parse(b"b\nc", "svc", batch)
+        body = batch.encode_protobuf()
+        segment = spool.reserve(2)
+        write_durably(segment.path, body)
+        spool.append(segment, body)
+        spooled(spool, "d")
+        pusher = FakePusher()
+        await deliver_all(sender_for(spool, pusher, metrics), spool)
+        assert len(pusher.bodies) == 3
+        assert msgspec.json.decode(pusher.bodies[0])["streams"][0]["values"][0][1] == "a"
+        assert pusher.bodies[1] == body
+        assert msgspec.json.decode(pusher.bodies[2])["streams"][0]["values"][0][1] == "d"
+        assert registry.get_sample_value("log_shipper_lines_shipped_total") == 4
 
     @pytest.mark.anyio
     async def test_run_releases_segments_when_cancelled(self, spool, metrics):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import msgspec
 from loguru import logger
@@ -125,21 +127,25 @@ class TestOtherLines:
 class TestServerStdout:
     def test_uvicorn_lines_are_json(self, tmp_path):
         """A real `python -m gateway` writes only JSON lines to stdout, uvicorn's included."""
-        code = (
-            "import threading, os, signal, time\n"
-            "threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
-            "from gateway.__main__ import main\nmain()\n"
-        )
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-c", code],
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway"],
             env={"PORT": str(port), "HOST": "127.0.0.1", "TEMPO_ENABLED": "false", "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            timeout=60,
-            check=False,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
         lines = [msgspec.json.decode(raw) for raw in result.stdout.splitlines()]
         messages = [line["message"] for line in lines]
         assert any("Application startup complete" in message for message in messages), result.stderr

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
+import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -17,6 +23,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.propagation import set_span_in_context
 
 from telemetry.otlp import OtlpHttpSpanExporter, encode_export_request
+from telemetry.otlp_grpc import OtlpGrpcSpanExporter, grpc_target
 
 
 def _spans():
@@ -138,3 +145,71 @@ class TestOtlpHttpSpanExporter:
         exporter.shutdown()
         closed = OtlpHttpSpanExporter("http://127.0.0.1:9/v1/traces", timeout=1)
         assert closed.export(_spans()) is SpanExportResult.FAILURE
+
+
+class _GrpcCollector:
+    """A real gRPC server answering `TraceService/Export`, keeping each request's raw bytes."""
+
+    def __init__(self, status: grpc.StatusCode | None = None) -> None:
+        self.bodies: list[bytes] = []
+        self.status = status
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(self._export)},
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.bodies.append(request)
+        if self.status is not None:
+            context.abort(self.status, "collector says no")
+        return ExportTraceServiceResponse().SerializeToString()
+
+
+@pytest.fixture
+def grpc_collector():
+    collector = _GrpcCollector()
+    yield collector
+    collector.server.stop(0)
+
+
+class TestOtlpGrpcSpanExporter:
+    def test_sends_the_same_request_as_http(self, grpc_collector):
+        """A batch arrives at TraceService/Export as the bytes the HTTP exporter posts, the stock request."""
+        exporter = OtlpGrpcSpanExporter(f"http://127.0.0.1:{grpc_collector.port}", timeout=2)
+        spans = _spans()
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        (body,) = grpc_collector.bodies
+        assert body == encode_export_request(spans)
+        assert ExportTraceServiceRequest.FromString(body) == encode_spans(spans)
+        exporter.shutdown()
+
+    def test_failure_is_reported_not_raised(self, grpc_collector):
+        """An error status or a closed port yields FAILURE within the timeout, never an exception."""
+        grpc_collector.status = grpc.StatusCode.UNAVAILABLE
+        exporter = OtlpGrpcSpanExporter(f"http://127.0.0.1:{grpc_collector.port}", timeout=2)
+        assert exporter.export(_spans()) is SpanExportResult.FAILURE
+        exporter.shutdown()
+        assert exporter.export(_spans()) is SpanExportResult.FAILURE  # after shutdown: nothing is sent
+        assert len(grpc_collector.bodies) == 1
+        closed = OtlpGrpcSpanExporter("http://127.0.0.1:9", timeout=1)
+        started = time.perf_counter()
+        assert closed.export(_spans()) is SpanExportResult.FAILURE
+        assert time.perf_counter() - started < 1.5
+        closed.shutdown()
+
+    @pytest.mark.parametrize(
+        ("endpoint", "target", "tls"),
+        [
+            ("http://tempo:4317", "tempo:4317", False),
+            ("https://tempo.example.com", "tempo.example.com:4317", True),
+            ("tempo.railway.internal:4317", "tempo.railway.internal:4317", False),
+            ("http://[::1]:4317", "[::1]:4317", False),
+        ],
+    )
+    def test_target_from_the_endpoint_url(self, endpoint, target, tls):
+        """TEMPO_OTLP_GRPC_ENDPOINT's URL becomes gRPC's host:port target; https asks for TLS."""
+        assert grpc_target(endpoint) == (target, tls)

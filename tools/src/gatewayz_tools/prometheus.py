@@ -18,11 +18,18 @@ def load_config(path: Path = PROMETHEUS_CONFIG) -> dict[str, Any]:
     return dict(yaml.safe_load(path.read_text()))
 
 
-def rewrite_config(config: dict[str, Any], ports: dict[str, int], config_dir: Path) -> dict[str, Any]:
-    """`config` with each job's target on 127.0.0.1:<port> and rule files as absolute paths; nothing else."""
+def rewrite_config(config: dict[str, Any], ports: dict[str, int | str], config_dir: Path) -> dict[str, Any]:
+    """`config` with each job's target on 127.0.0.1:<port> (or `host:port`) and absolute rule paths.
+
+    Jobs without a port (Loki or Tempo not running) are left out; nothing else changes.
+    """
     rewritten = copy.deepcopy(config)
-    for job in rewritten["scrape_configs"]:
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]
+    jobs = [job for job in rewritten["scrape_configs"] if job["job_name"] in ports]
+    for job in jobs:
+        target = ports[job["job_name"]]
+        job.pop("dns_sd_configs", None)
+        job["static_configs"] = [{"targets": [f"127.0.0.1:{target}" if isinstance(target, int) else target]}]
+    rewritten["scrape_configs"] = jobs
     rewritten["rule_files"] = [str(config_dir / path) for path in config.get("rule_files", [])]
     return rewritten
 
@@ -45,7 +52,7 @@ def command(config_path: Path, data_dir: Path, port: int, binary: str = "prometh
     ]
 
 
-def write_local_config(ports: dict[str, int], workdir: Path) -> Path:
+def write_local_config(ports: dict[str, int | str], workdir: Path) -> Path:
     """Write the loopback config into `workdir` and return its path."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = rewrite_config(load_config(), ports, PROMETHEUS_CONFIG.parent)

@@ -4,7 +4,8 @@
 
 Every service's stdout is shown (one readable line per JSON log line, coloured per service) and fed, as the
 original JSON line, into the log-shipper's stdin, so the shipper receives every service's logs. Loki and
-Tempo are used when LOKI_URL / TEMPO_URL answer `/ready`, otherwise disabled with one line each. Ctrl-C
+Tempo are used (and scraped by Prometheus, which scrapes itself too) when LOKI_URL / TEMPO_URL answer
+`/ready`, otherwise disabled with one line each. Ctrl-C
 stops the services, then lets the shipper flush, within seconds. State lives in `.run/` (git-ignored).
 """
 
@@ -18,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,11 +239,17 @@ async def plan(with_prometheus: bool) -> tuple[list[Component], Component, list[
         if binary is None:
             notes.append("prometheus not installed (run `make install`); starting without it")
         else:
-            scrape_ports = {
+            scrape_ports: dict[str, int | str] = {
                 "gateway": ports["gateway"],
                 "admin": ports["admin"],
                 "log-shipper": ports["log_shipper"],
+                "prometheus": ports["prometheus"],
             }
+            # Loki and Tempo count what they discard on their own /metrics: scraped when they answer now.
+            if loki_up:
+                scrape_ports["loki"] = urllib.parse.urlsplit(urls["loki"]).netloc
+            if tempo_up:
+                scrape_ports["tempo"] = urllib.parse.urlsplit(urls["tempo"]).netloc
             config = prometheus.write_local_config(scrape_ports, RUN_DIR / "prometheus")
             argv = prometheus.command(config, RUN_DIR / "prometheus" / "data", ports["prometheus"], binary)
             services.append(

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.params import SkipValidation
 
 from admin.auth import AdminKeyGuard
+from admin.discards import DiscardFinder
 from admin.limiter import SlidingWindowLimiter
 from admin.loki import LokiClient
 from admin.probes import Prober
@@ -50,6 +51,7 @@ class AdminState:
     guard: AdminKeyGuard
     prober: Prober
     prometheus: PrometheusClient
+    discards: DiscardFinder
     summary: SummaryReader
     workload: Workload
     workload_limiter: SlidingWindowLimiter
@@ -59,6 +61,7 @@ class AdminState:
     @classmethod
     def create(cls, settings: AdminSettings, telemetry: Telemetry, upstream: Upstream) -> AdminState:
         """Wire every collaborator from settings."""
+        prometheus = PrometheusClient(upstream, settings)
         return cls(
             settings=settings,
             telemetry=telemetry,
@@ -67,7 +70,8 @@ class AdminState:
                 settings.admin_api_key, SlidingWindowLimiter(settings.admin_failed_attempts_per_minute)
             ),
             prober=Prober(upstream, settings),
-            prometheus=PrometheusClient(upstream, settings),
+            prometheus=prometheus,
+            discards=DiscardFinder(prometheus, settings),
             summary=SummaryReader(upstream, settings, telemetry.registry),
             workload=Workload(upstream, settings),
             workload_limiter=SlidingWindowLimiter(settings.metrics_test_runs_per_minute),

@@ -11,14 +11,25 @@ from telemetry.errors import ApiError
 _SCHEME = "bearer "
 
 
+def header(connection: ASGIConnection, name: bytes) -> str | None:  # type: ignore[type-arg]
+    """The first value of a request header (`name` lower-case), read straight from the ASGI scope.
+
+    Litestar's `connection.headers` builds a multi-dict of every header first; the hot routes need two.
+    """
+    for key, value in connection.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def bearer_key(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
     """The key in `Authorization: Bearer <key>`; None when the header is absent, "" when it is malformed."""
-    header = connection.headers.get("authorization")
-    if header is None:
+    header_value = header(connection, b"authorization")
+    if header_value is None:
         return None
-    if header[: len(_SCHEME)].lower() != _SCHEME:
+    if header_value[: len(_SCHEME)].lower() != _SCHEME:
         return ""
-    return header[len(_SCHEME) :].strip()
+    return header_value[len(_SCHEME) :].strip()
 
 
 def is_admin(key: str, admin_key: str | None) -> bool:

@@ -1,8 +1,22 @@
-"""An open batch: entries grouped per stream, encoded once into the JSON a spool segment holds."""
+"""An open batch: entries grouped per stream, encoded once into the body a spool segment holds.
+
+A segment is JSON stream objects (`{"stream": …, "values": …}`, comma-separated) or protobuf
+`PushRequest.streams` records (`log_shipper.logproto`), as `LOKI_PUSH_ENCODING` chose when it was sealed;
+its first byte tells which (`{` or 0x0a), so a spool written under the other setting is still shipped.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from operator import itemgetter
+
 import msgspec
+
+from log_shipper import logproto
+
+Entry = tuple[str, str | bytes]
+"""(Unix ns as text, the line) for JSON; (Unix ns as text, the encoded logproto entry) for protobuf."""
+_encoded = itemgetter(1)
 
 
 class StreamBuffer:
@@ -12,7 +26,8 @@ class StreamBuffer:
 
     def __init__(self, labels: bytes, newest: int) -> None:
         self.labels = labels
-        self.values: list[tuple[str, str]] = []
+        """The JSON `stream` object, or the protobuf `labels` field."""
+        self.values: list[Entry] = []
         self.newest = newest
 
 
@@ -40,13 +55,28 @@ class Batch:
                 parts += (b'{"stream":', buffer.labels, b',"values":', encoder.encode(buffer.values), b"}")
         return b"".join(parts)
 
+    def encode_protobuf(self) -> bytes:
+        """The `PushRequest.streams` records; a push body is segments joined."""
+        return b"".join(
+            logproto.stream_record(buffer.labels, map(_encoded, buffer.values))
+            for buffer in self.streams.values()
+            if buffer.values
+        )
+
+
+def is_protobuf(segment: bytes) -> bool:
+    """Whether a spooled segment holds protobuf records (else JSON stream objects)."""
+    return segment[:1] == logproto.STREAM_TAG
+
 
 PUSH_PREFIX = b'{"streams":['
 PUSH_SUFFIX = b"]}"
 
 
-def push_parts(segments: list[bytes]) -> list[bytes]:
-    """One Loki push body from spooled segment bodies, as parts to concatenate (no copy made here)."""
+def push_parts(segments: Sequence[bytes]) -> list[bytes]:
+    """One Loki push body from spooled segment bodies of one format, as parts to concatenate (no copy)."""
+    if segments and is_protobuf(segments[0]):
+        return list(segments)
     parts = [PUSH_PREFIX]
     for index, segment in enumerate(segments):
         if index:
@@ -71,6 +101,8 @@ class PushRequest(msgspec.Struct, frozen=True):
 
 def split_body(body: bytes) -> list[tuple[bytes, int]]:
     """Two push bodies (with their entry counts) sharing the entries of `body`; one for a single entry."""
+    if is_protobuf(body):
+        return logproto.split_push(body)
     request = msgspec.json.decode(body, type=PushRequest)
     entries = [(stream.stream, value) for stream in request.streams for value in stream.values]
     if len(entries) < 2:

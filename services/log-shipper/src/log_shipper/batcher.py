@@ -115,7 +115,8 @@ class LogBatcher:
         positions = self._checkpoint()
         if batch.lines and self.spool is not None:
             segment = self.spool.reserve(batch.lines)
-            self._unsaved.append(_Unsaved(segment, batch.encode(self._encoder), positions))
+            body = batch.encode_protobuf() if self.parser.protobuf else batch.encode(self._encoder)
+            self._unsaved.append(_Unsaved(segment, body, positions))
         else:
             if batch.lines:
                 self.metrics.dropped_by_reason["loki_disabled"].inc(batch.lines)

@@ -83,5 +83,19 @@ class StreamLabels:
 
     def encode(self, service: str, level: str) -> bytes:
         """The JSON `stream` object for one stream."""
-        labels = {"service": service, "level": level, "environment": self._environment, **self._static}
-        return self._encoder.encode(labels)
+        return self._encoder.encode(self._labels(service, level))
+
+    def label_set(self, service: str, level: str) -> str:
+        r"""The stream's labels in Prometheus label-set syntax, as protobuf pushes carry them.
+
+        Values are quoted as JSON strings: every JSON escape (`\"`, `\\`, `\n`, `\u00XX`) is also a Go
+        string escape, which is what Loki's label parser reads.
+        """
+        pairs = (
+            f"{name}={self._encoder.encode(value).decode()}"
+            for name, value in self._labels(service, level).items()
+        )
+        return "{" + ", ".join(pairs) + "}"
+
+    def _labels(self, service: str, level: str) -> dict[str, str]:
+        return {"service": service, "level": level, "environment": self._environment, **self._static}

@@ -1,4 +1,4 @@
-"""`LokiClient`: one gzip JSON push to Loki's `/loki/api/v1/push`, its answer classified for delivery."""
+"""`LokiClient`: one push to Loki's `/loki/api/v1/push` (snappy protobuf or gzip JSON), answer classified."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from log_shipper.batch import is_protobuf
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.settings import ShipperSettings
 from telemetry.retry import parse_retry_after
@@ -40,9 +41,14 @@ class PushResult:
     sent_bytes: int = 0
 
 
+JSON_HEADERS = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+# Loki snappy-decodes any type but JSON; Content-Encoding stays unset (it would mean a second layer).
+PROTOBUF_HEADERS = {"Content-Type": "application/x-protobuf"}
+
+
 def auth_headers(settings: ShipperSettings) -> dict[str, str]:
     """Tenant and credentials for hosted Loki, from the settings."""
-    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    headers: dict[str, str] = {}
     if settings.loki_tenant_id:
         headers["X-Scope-OrgID"] = settings.loki_tenant_id
     if settings.loki_username:
@@ -51,6 +57,13 @@ def auth_headers(settings: ShipperSettings) -> dict[str, str]:
     elif settings.loki_bearer_token:
         headers["Authorization"] = f"Bearer {settings.loki_bearer_token}"
     return headers
+
+
+def snappy_parts(parts: Sequence[bytes]) -> bytes:
+    """Snappy block format (what Loki expects) of the parts concatenated."""
+    import cramjam  # noqa: PLC0415 - loaded at the first push, not at start-up
+
+    return bytes(cramjam.snappy.compress_raw(b"".join(parts)))
 
 
 def gzip_parts(parts: Sequence[bytes]) -> bytes:
@@ -62,7 +75,9 @@ def gzip_parts(parts: Sequence[bytes]) -> bytes:
 
 
 class LokiClient:
-    """Pushes bodies gzipped at level 1 (the cheapest useful level) over one kept-alive connection.
+    """Pushes bodies over one kept-alive connection: protobuf snappy-compressed, JSON gzipped at level 1.
+
+    A body's first byte says which it is (`batch.is_protobuf`); level 1 is gzip's cheapest useful level.
 
     `http.client` in a worker thread rather than an async client: a push costs ~0.4 ms of CPU instead of
     ~2 ms, and compression and the request run off the event loop together. One push at a time (the
@@ -78,19 +93,23 @@ class LokiClient:
         self._port = url.port or (443 if self._tls else 80)
         self._target = url.path + (f"?{url.query}" if url.query else "")
         self._timeout = settings.loki_timeout_seconds
-        self._headers = auth_headers(settings)
-        self._headers["Host"] = url.netloc.rpartition("@")[2]
+        common = {**auth_headers(settings), "Host": url.netloc.rpartition("@")[2]}
+        self._json_headers = {**JSON_HEADERS, **common}
+        self._protobuf_headers = {**PROTOBUF_HEADERS, **common}
         self._connection: http.client.HTTPConnection | None = None
 
     async def push(self, parts: Sequence[bytes]) -> PushResult:
-        """POST the concatenation of `parts` gzipped; classify Loki's answer (or the connection error)."""
+        """POST the concatenation of `parts` compressed; classify Loki's answer (or the connection error)."""
         return await asyncio.to_thread(self._push, parts)
 
     def _push(self, parts: Sequence[bytes]) -> PushResult:
-        compressed = gzip_parts(parts)
+        if parts and is_protobuf(parts[0]):
+            compressed, headers = snappy_parts(parts), self._protobuf_headers
+        else:
+            compressed, headers = gzip_parts(parts), self._json_headers
         started = time.perf_counter()
         try:
-            status, retry_after, text = self._post(compressed)
+            status, retry_after, text = self._post(compressed, headers)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             self.metrics.push_duration.observe(time.perf_counter() - started)
@@ -98,25 +117,25 @@ class LokiClient:
         self.metrics.push_duration.observe(time.perf_counter() - started)
         return classify(status, retry_after, text, len(compressed))
 
-    def _post(self, data: bytes) -> tuple[int, str | None, str]:
+    def _post(self, data: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
         reused = self._connection is not None
         try:
-            return self._request(data)
+            return self._request(data, headers)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             if not reused:
                 raise
             # Loki closed the idle kept-alive connection: one fresh attempt (at least once allows it).
             self.close()
-            return self._request(data)
+            return self._request(data, headers)
 
-    def _request(self, data: bytes) -> tuple[int, str | None, str]:
+    def _request(self, data: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
         if self._connection is None:
             if self._tls:
                 self._connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
             else:
                 self._connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         connection = self._connection
-        connection.request("POST", self._target, data, self._headers)
+        connection.request("POST", self._target, data, headers)
         response = connection.getresponse()
         text = response.read(4096).decode("utf-8", "replace")
         if response.will_close or not response.isclosed():

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from itertools import islice
+from operator import itemgetter
 
 import msgspec
 
-from log_shipper.batch import Batch, StreamBuffer
+from log_shipper import logproto
+from log_shipper.batch import Batch, Entry, StreamBuffer
 from log_shipper.labels import UNKNOWN_LEVEL, StreamLabels
 
 _NS = 1_000_000_000
@@ -21,6 +25,8 @@ BLANK = " \t\r\x0b\x0c"
 """What a blank line may hold (ASCII whitespace, as `bytes.isspace`); Unicode spaces are content."""
 ENTRY_OVERHEAD = 32
 """Bytes an entry adds to a push body beyond its line (timestamp, quotes, brackets)."""
+FAST_LINE_BYTES = 4000
+"""Longer lines take the slow path when encoding protobuf (its length tables stop at 4,096)."""
 
 
 class LineHead(msgspec.Struct, gc=False):
@@ -102,9 +108,11 @@ def _epoch_ns(value: float) -> int:
 class LineParser:
     """Decodes each line once with a reused msgspec decoder and files it under its stream in a `Batch`."""
 
-    def __init__(self, labels: StreamLabels, max_line_bytes: int) -> None:
+    def __init__(self, labels: StreamLabels, max_line_bytes: int, *, protobuf: bool = False) -> None:
         self.labels = labels
         self.max_line_bytes = max_line_bytes
+        self.protobuf = protobuf
+        """Entries are `(ts text, encoded logproto entry)` (else `(ts text, line)` for JSON)."""
         self._decoder = msgspec.json.Decoder(LineHead)
         self._timestamps = TimestampParser()
         self._newest: dict[tuple[str, str], int] = {}
@@ -115,13 +123,20 @@ class LineParser:
         """Add the lines of `block` (complete lines joined by newlines) to `batch`; blank ones are skipped."""
         if not block:
             return ParseCounts()
-        # One decode and one split for the whole block: "\n" is one byte in UTF-8 and a replacement
-        # character never is, so the text lines pair up with the byte lines one to one.
-        texts = block.decode("utf-8", "replace").split("\n")
-        if b"\r" in block:
-            texts = [text.rstrip("\r") for text in texts]
-        counts = self._file(self._decode(block, len(texts)), texts, default_service, batch, len(block))
-        counts.bytes = len(block) - len(texts) + 1  # without the newlines
+        if self.protobuf:
+            # Protobuf entries take the lines as bytes: split once, no text unless a line needs it.
+            lines = _utf8_lines(block)
+            heads = self._decode(block, len(lines))
+            counts = self._file_protobuf(heads, lines, default_service, batch)
+            count = len(lines)
+        else:
+            # One decode and one split for the whole block: "\n" is one byte in UTF-8 and a replacement
+            # character never is, so the text lines pair up with the byte lines one to one.
+            texts = _text_lines(block)
+            heads = self._decode(block, len(texts))
+            counts = self._file(heads, texts, default_service, batch, len(block))
+            count = len(texts)
+        counts.bytes = len(block) - count + 1  # without the newlines
         batch.bytes += counts.bytes + ENTRY_OVERHEAD * counts.lines
         return counts
 
@@ -186,12 +201,62 @@ class LineParser:
             if retimed:
                 counts.retimed += 1
             buffer.values.append((last_text, text))
+        self._close_call(batch, starts, counts)
+        return counts
+
+    def _close_call(self, batch: Batch, starts: dict[StreamBuffer, int], counts: ParseCounts) -> None:
+        """Count the entries a call added, keep each stream within Loki's order window, remember newest."""
+        rebuild = _retimed_protobuf if self.protobuf else _retimed_json
         for buffer, start in starts.items():
             counts.lines += len(buffer.values) - start
-            counts.retimed += _keep_in_order(buffer, start)
+            counts.retimed += _keep_in_order(buffer, start, rebuild)
         for key, buffer in batch.streams.items():
             self._newest[key] = buffer.newest
         batch.lines += counts.lines
+
+    def _file_protobuf(
+        self, heads: list[LineHead | None], lines: list[bytes], default_service: str, batch: Batch
+    ) -> ParseCounts:
+        """`_file` for protobuf pushes: each entry is encoded here, while the line is at hand.
+
+        A loop of its own rather than a branch in `_file`'s: this is the per-line hot path of both. The
+        entry's head (timestamp field and line tag) changes with the timestamp only, and its length prefix
+        comes from a table by line length.
+        """
+        counts = ParseCounts()
+        now = time.time_ns()
+        self._now, self._low, self._high = now, now - MAX_AGE_NS, now + MAX_AHEAD_NS
+        stamp_text = self._stamp_text
+        limit = min(self.max_line_bytes, FAST_LINE_BYTES)
+        varints = logproto.VARINTS
+        join = b"".join
+        routes: dict[tuple[str | None, str | None], StreamBuffer] = {}
+        starts: dict[StreamBuffer, int] = {}
+        last_value: object = None
+        last_text = str(now)
+        ts_head = logproto.timestamp_head(now)
+        prefixes = logproto.entry_prefixes(len(ts_head))
+        retimed = False
+        for head, line in zip(heads, lines):  # noqa: B905 - equal lengths by construction
+            if head is None or head.log is not None or len(line) > limit:
+                self._slow(line.decode(), head, default_service, batch, routes, starts, counts)
+                continue
+            key = (head.service, head.level)
+            buffer = routes.get(key)
+            if buffer is None:
+                buffer = self._route(key, default_service, batch, routes, starts)
+            stamp = head.timestamp
+            if stamp != last_value:
+                last_value = stamp
+                last_text = stamp_text(stamp)
+                retimed = self._retimed
+                ts_head = logproto.timestamp_head(int(last_text))
+                prefixes = logproto.entry_prefixes(len(ts_head))
+            if retimed:
+                counts.retimed += 1
+            size = len(line)
+            buffer.values.append((last_text, join((prefixes[size], ts_head, varints[size], line))))
+        self._close_call(batch, starts, counts)
         return counts
 
     def _stamp_text(self, stamp: str | float | None) -> str:
@@ -216,7 +281,12 @@ class LineParser:
         stream = (service, self.labels.level(raw_level) if raw_level is not None else UNKNOWN_LEVEL)
         buffer = batch.streams.get(stream)
         if buffer is None:
-            buffer = StreamBuffer(self.labels.encode(*stream), self._newest.get(stream, 0))
+            labels = (
+                logproto.labels_field(self.labels.label_set(*stream))
+                if self.protobuf
+                else self.labels.encode(*stream)
+            )
+            buffer = StreamBuffer(labels, self._newest.get(stream, 0))
             batch.streams[stream] = buffer
         routes[key] = buffer
         starts.setdefault(buffer, len(buffer.values))
@@ -245,7 +315,12 @@ class LineParser:
         buffer = self._route((head.service, head.level), default_service, batch, routes, starts)
         ts_text = self._stamp_text(head.timestamp)
         counts.retimed += self._retimed
-        buffer.values.append((ts_text, text))
+        if self.protobuf:
+            buffer.values.append(
+                (ts_text, logproto.entry(logproto.timestamp_head(int(ts_text)), text.encode()))
+            )
+        else:
+            buffer.values.append((ts_text, text))
 
     def _unwrap_docker(self, wrapper: LineHead) -> tuple[LineHead, str]:
         """Docker json-file: the line is `log` (without its newline), timed by the inner JSON or `time`."""
@@ -268,7 +343,42 @@ class LineParser:
         return encoded[:keep].decode("utf-8", "ignore") + marker, 1
 
 
-def _keep_in_order(buffer: StreamBuffer, start: int) -> int:
+_time_of = itemgetter(0)
+
+
+def _retimed_json(value: Entry, ts: int) -> Entry:
+    return str(ts), value[1]
+
+
+def _retimed_protobuf(value: Entry, ts: int) -> Entry:
+    encoded = value[1]
+    assert isinstance(encoded, bytes)  # noqa: S101 - protobuf mode stores encoded entries
+    return str(ts), logproto.entry(logproto.timestamp_head(ts), logproto.entry_line(encoded))
+
+
+def _text_lines(block: bytes) -> list[str]:
+    """The lines of `block` as text, invalid UTF-8 replaced, without carriage returns at their ends."""
+    texts = block.decode("utf-8", "replace").split("\n")
+    return [text.rstrip("\r") for text in texts] if b"\r" in block else texts
+
+
+def _utf8_lines(block: bytes) -> list[bytes]:
+    """The lines of `block` as valid UTF-8 bytes (invalid sequences replaced), without carriage returns."""
+    if block.isascii() or _is_utf8(block):
+        lines = block.split(b"\n")
+        return [line.rstrip(b"\r") for line in lines] if b"\r" in block else lines
+    return [text.encode() for text in _text_lines(block)]
+
+
+def _is_utf8(block: bytes) -> bool:
+    try:
+        block.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _keep_in_order(buffer: StreamBuffer, start: int, rebuild: Callable[[Entry, int], Entry]) -> int:
     """Move up entries from `start` on that are over 50 min behind their stream's newest; how many moved.
 
     All entry times are within Loki's window, so they have 19 digits and compare as strings: the common
@@ -277,8 +387,9 @@ def _keep_in_order(buffer: StreamBuffer, start: int) -> int:
     values = buffer.values
     if start >= len(values):
         return 0
-    new = values[start:]
-    oldest, newest = int(min(new)[0]), int(max(new)[0])
+    # Times only (the entries' second items never compared): ties are common, and lines can be long.
+    oldest = int(min(map(_time_of, islice(values, start, None))))
+    newest = int(max(map(_time_of, islice(values, start, None))))
     if oldest >= max(buffer.newest, newest) - MAX_BEHIND_NS:
         buffer.newest = max(buffer.newest, newest)
         return 0
@@ -289,7 +400,7 @@ def _keep_in_order(buffer: StreamBuffer, start: int) -> int:
         if ts > latest:
             latest = ts
         elif ts < latest - MAX_BEHIND_NS:
-            values[index] = (str(latest - MAX_BEHIND_NS), values[index][1])
+            values[index] = rebuild(values[index], latest - MAX_BEHIND_NS)
             moved += 1
     buffer.newest = latest
     return moved

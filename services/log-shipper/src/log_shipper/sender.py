@@ -9,7 +9,7 @@ from typing import Protocol
 
 from loguru import logger
 
-from log_shipper.batch import push_parts, split_body
+from log_shipper.batch import is_protobuf, push_parts, split_body
 from log_shipper.loki import Outcome, PushResult
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.spool import Segment, Spool
@@ -67,16 +67,22 @@ class SpoolSender:
 
     async def deliver(self, segments: list[Segment]) -> None:
         """Push the segments as one body until Loki takes it, splits it or rejects it for good."""
-        bodies = []
-        lines = 0
+        # One push per run of segments in one format (a spool written before LOKI_PUSH_ENCODING changed
+        # holds the other): Loki takes both, but not mixed in one body.
+        runs: list[tuple[list[bytes], int]] = []
         for segment in segments:
             try:
-                bodies.append(self.spool.read(segment))
-                lines += segment.lines
+                body = self.spool.read(segment)
             except OSError as exc:  # removed or unreadable behind our back: nothing left to send
                 self.metrics.dropped_by_reason["spool_unreadable"].inc(segment.lines)
                 self._throttle.error("spool_read", "A spooled batch cannot be read; dropped", error=str(exc))
-        if bodies:
+                continue
+            if runs and is_protobuf(runs[-1][0][0]) == is_protobuf(body):
+                runs[-1][0].append(body)
+                runs[-1] = (runs[-1][0], runs[-1][1] + segment.lines)
+            else:
+                runs.append(([body], segment.lines))
+        for bodies, lines in runs:
             await self._push(push_parts(bodies), lines)
 
     async def _push(self, parts: list[bytes], lines: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -34,6 +34,9 @@ class ShipperSettings(
     """Push to Loki; `false` still reads and counts lines but pushes nothing."""
     loki_push_url: HttpUrl = "http://loki:3100/loki/api/v1/push"
     """Loki's push endpoint."""
+    loki_push_encoding: Literal["protobuf", "json"] = "protobuf"
+    """`protobuf`: snappy-compressed `logproto.PushRequest`, what Loki's own clients send (cheapest for the
+    shipper and for Loki); `json`: gzip-compressed JSON, for a receiver that only takes JSON."""
     loki_tenant_id: str = ""
     """Sent as `X-Scope-OrgID` when set (multi-tenant or hosted Loki)."""
     loki_username: str = ""

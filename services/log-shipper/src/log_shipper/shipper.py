@@ -45,7 +45,9 @@ class LogShipper:
             settings.shipper_default_service,
         )
         self.default_service = labels.default_service
-        self.parser = LineParser(labels, settings.shipper_max_line_bytes)
+        self.parser = LineParser(
+            labels, settings.shipper_max_line_bytes, protobuf=settings.loki_push_encoding == "protobuf"
+        )
         spool_dir = Path(settings.shipper_spool_dir)
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.positions = Positions(spool_dir / POSITIONS_FILE)

@@ -17,6 +17,7 @@ from gatewayz_tools.verify.grafana import (
 )
 from gatewayz_tools.verify.loki import check_log_stream_live, check_loki_ingesting
 from gatewayz_tools.verify.prometheus import (
+    check_nothing_discarded,
     check_panels_have_data,
     check_prometheus_scraping,
     check_scrape_interval,
@@ -29,6 +30,7 @@ CHECKS: tuple[tuple[tuple[str, ...], str, Callable[[Stack], str]], ...] = (
     (("prometheus",), "Prometheus scraping every service", check_prometheus_scraping),
     (("prometheus",), "Metrics update every 15 s", check_scrape_interval),
     (("prometheus",), "Every dashboard PromQL panel has data", check_panels_have_data),
+    (("prometheus",), "Nothing discarded in the pipeline", check_nothing_discarded),
     (("loki",), "Loki ingesting structured logs", check_loki_ingesting),
     (("loki",), "The log stream is live", check_log_stream_live),
     (("tempo",), "Tempo receiving traces", check_tempo_receiving),
@@ -41,7 +43,7 @@ CHECKS: tuple[tuple[tuple[str, ...], str, Callable[[Stack], str]], ...] = (
         check_trace_log_round_trip,
     ),
 )
-"""(components it needs, SPEC §10 item, check)."""
+"""(components it needs, SPEC §10 item, check); the discard check is ours, beside §10's."""
 
 
 def run(stack: Stack, skip: set[str], out: Callable[[str], None]) -> int:

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 
 from gatewayz_tools.verify.stack import JOBS, CheckFailedError, Stack
+from telemetry.pipeline import DISCARD_SOURCES, WINDOW
 from telemetry.queries import promql_panels, resolve_variables
 
 
@@ -69,6 +70,28 @@ def check_panels_have_data(stack: Stack) -> str:
             " (rate() needs two scrapes), retry",
         )
     return f"{len(panels)}/{len(panels)} PromQL panels return series"
+
+
+def check_nothing_discarded(stack: Stack) -> str:
+    """No spans or lines discarded in the last window by Tempo, Loki, the exporters, shipper or forwarders."""
+    found = []
+    fixes = []
+    for source in DISCARD_SOURCES:
+        for item in stack.prometheus_query(source.increase):
+            reason = item["metric"].get("reason", "")
+            job = item["metric"].get("job")
+            where = f"{source.name} ({job})" if job else source.name
+            unit = "spans" if source.signal == "traces" else "lines"
+            found.append(f"{where}: {float(item['value'][1]):.0f} {unit} ({reason})")
+            fixes.append(f"{where} {reason}: {source.fix(reason)}")
+    if found:
+        raise CheckFailedError(
+            f"discarded in the last {WINDOW}: " + "; ".join(found), "\n         ".join(fixes)
+        )
+    scraped = {item["metric"].get("job") for item in stack.prometheus_query('up{job=~"loki|tempo"} == 1')}
+    unseen = [name for name in ("loki", "tempo") if name not in scraped]
+    note = f"; {', '.join(unseen)} not scraped, so its own discards are not seen" if unseen else ""
+    return f"nothing discarded in the last {WINDOW}{note}"
 
 
 _RFC3339 = re.compile(r"^(?P<base>[^.]+?)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)$")

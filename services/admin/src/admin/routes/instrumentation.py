@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -12,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from admin.auth import ADMIN_GUARDS, ADMIN_SECURITY
+from admin.discards import Discard
 from admin.environment import EnvironmentVariable, environment_variables, redacted_settings
 from admin.openapi import ADMIN_RESPONSES, ADMIN_WITH_QUERY_RESPONSES
 from admin.probes import ProbeResult, overall
@@ -21,11 +23,15 @@ from admin.upstream import public_url
 
 
 class InstrumentationHealth(msgspec.Struct, frozen=True, kw_only=True):
-    """Reachability of every part of the stack; `degraded` when any enabled part is down."""
+    """Reachability of every part of the stack; `degraded` when any enabled part is down or discarding."""
 
     status: Literal["ok", "degraded"]
     checks: list[ProbeResult]
     reasons: list[str]
+    discards: list[Discard]
+    """Spans and lines Tempo, Loki, the exporters, the shipper or the forwarders discarded lately."""
+    discards_checked: bool
+    """False when Prometheus could not be asked (its probe says why); then no discard is known."""
 
 
 class TraceContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,10 +101,22 @@ class InstrumentationController(Controller):
 
     @get("/health")
     async def health(self, admin: Admin) -> InstrumentationHealth:
-        """Gateway, log shipper, Prometheus, Loki and Tempo probed concurrently (cached a few seconds)."""
-        checks = await admin.prober.check_all()
+        """Gateway, log shipper, Prometheus, Loki and Tempo probed, and recent discards found, concurrently.
+
+        Cached a few seconds. Discards are asked of Prometheus (Tempo's, Loki's, the exporters', the
+        shipper's and the forwarders' counters); each comes with its fix.
+        """
+        checks, report = await asyncio.gather(admin.prober.check_all(), admin.discards.report())
         reasons = [f"{check.name}: {check.reason}" for check in checks if check.status == "down"]
-        return InstrumentationHealth(status=overall(checks), checks=checks, reasons=reasons)
+        reasons += [discard.describe() for discard in report.discards]
+        status = "degraded" if report.discards else overall(checks)
+        return InstrumentationHealth(
+            status=status,
+            checks=checks,
+            reasons=reasons,
+            discards=report.discards,
+            discards_checked=report.checked,
+        )
 
     @get("/trace-context", sync_to_thread=False)
     def trace_context(self, request: Request[Any, Any, Any]) -> TraceContext:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from opentelemetry.trace import Span
+
 from gateway.providers.catalog import ModelConfig
 from gateway.schema import ChatCompletionRequest
 
@@ -72,8 +74,12 @@ class CompletionStream(Protocol):
     """An opened stream: the first event has arrived, so it can no longer fail over."""
 
     prompt_tokens: int
-    completion_tokens: int
     response_model: str
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens so far (the upstream's own count once it sent one)."""
+        ...
 
     def events(self) -> AsyncIterator[bytes]:
         """SSE events (`data: {...}` and a blank line), no final `[DONE]`; counts update as they pass."""
@@ -89,12 +95,16 @@ class Provider(Protocol):
 
     name: str
     kind: str
+    times_itself: bool
+    """The provider keeps to the catalog's `timeout_seconds` itself; otherwise the router times each call."""
 
-    async def complete(self, request: ChatCompletionRequest, model: ModelConfig) -> Completion:
-        """A whole completion, or a `ProviderError`."""
+    async def complete(self, request: ChatCompletionRequest, model: ModelConfig, span: Span) -> Completion:
+        """A whole completion, or a `ProviderError`; `span` is the attempt's (its context goes upstream)."""
         ...
 
-    async def open_stream(self, request: ChatCompletionRequest, model: ModelConfig) -> CompletionStream:
+    async def open_stream(
+        self, request: ChatCompletionRequest, model: ModelConfig, span: Span
+    ) -> CompletionStream:
         """A stream whose first event has arrived, or a `ProviderError` (so the router may fall back)."""
         ...
 

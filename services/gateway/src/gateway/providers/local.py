@@ -9,6 +9,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
+from opentelemetry.trace import Span
+
 from gateway.providers.base import Completion, ProviderUnavailableError
 from gateway.providers.catalog import ModelConfig
 from gateway.schema import (
@@ -77,6 +79,7 @@ class LocalProvider:
     """Serves the catalog's `local` models in-process; no network, no key."""
 
     kind = "local"
+    times_itself = False
 
     def __init__(self, name: str, rng: random.Random | None = None) -> None:
         self.name = name
@@ -86,7 +89,12 @@ class LocalProvider:
         if model.error_rate and self._rng.random() < model.error_rate:
             raise ProviderUnavailableError(self.name, f"{self.name}: simulated upstream failure (503)")
 
-    async def complete(self, request: ChatCompletionRequest, model: ModelConfig) -> Completion:
+    async def complete(
+        self,
+        request: ChatCompletionRequest,
+        model: ModelConfig,
+        span: Span,  # noqa: ARG002 - nothing leaves the process
+    ) -> Completion:
         """A whole completion after the model's simulated latency."""
         if model.latency_ms:
             await asyncio.sleep(model.latency_ms / 1000)
@@ -106,7 +114,12 @@ class LocalProvider:
         )
         return Completion(ENCODER.encode(body), prompt_tokens, len(tokens), model.id)
 
-    async def open_stream(self, request: ChatCompletionRequest, model: ModelConfig) -> LocalStream:
+    async def open_stream(
+        self,
+        request: ChatCompletionRequest,
+        model: ModelConfig,
+        span: Span,  # noqa: ARG002 - nothing leaves the process
+    ) -> LocalStream:
         """A stream whose failure, if simulated, happens before its first event."""
         self._maybe_fail(model)
         tokens, finish_reason = _reply_tokens(model, request)

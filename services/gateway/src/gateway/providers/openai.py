@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 
-import httpx
 import msgspec
-from opentelemetry import propagate
+from opentelemetry.trace import Span
 
 from gateway.providers.base import (
     Completion,
@@ -18,10 +18,22 @@ from gateway.providers.base import (
     ProviderUnavailableError,
 )
 from gateway.providers.catalog import ModelConfig, ProviderConfig
+from gateway.providers.http_client import (
+    ConnectTimeoutError,
+    Endpoint,
+    HttpClient,
+    HttpError,
+    ReadTimeoutError,
+    Response,
+    TotalTimeoutError,
+)
 from gateway.schema import ENCODER, ChatCompletionRequest, StreamOptions, Usage
 from gateway.tokens import count_prompt_tokens, count_text_tokens
+from telemetry.propagation import trace_headers
 
 _ERROR_TEXT_LIMIT = 300
+_MAX_BODY_BYTES = 32 * 1024 * 1024
+"""A completion (or error) body read whole larger than this is a failed call, not a memory spike."""
 
 
 class _UpstreamMessage(msgspec.Struct):
@@ -45,13 +57,9 @@ class _UpstreamReply(msgspec.Struct):
 _REPLY_DECODER = msgspec.json.Decoder(_UpstreamReply)
 
 
-def create_http_client(max_connections: int = 200) -> httpx.AsyncClient:
+def create_http_client(max_connections: int = 256) -> HttpClient:
     """The one pooled client every `openai` provider shares; timeouts are set per provider on each call."""
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
-        timeout=httpx.Timeout(60.0, connect=10.0),
-        follow_redirects=False,
-    )
+    return HttpClient(max_connections=max_connections, connect_timeout=10.0)
 
 
 def _upstream_text(body: bytes) -> str:
@@ -66,25 +74,34 @@ def _upstream_text(body: bytes) -> str:
 
 
 class OpenAIProvider:
-    """Calls `{base_url}/chat/completions` with the provider's key, sending `traceparent`."""
+    """Calls `{base_url}/chat/completions` with the provider's key, sending `traceparent`.
+
+    The request head (request line, `Host`, content type, key) is built once per provider; a call adds the
+    trace context, `Content-Length` and the re-encoded body, and goes out in one write.
+    """
 
     kind = "openai"
+    times_itself = True
+    """`timeout_seconds` bounds the whole call (a stream: until its first event) inside the client."""
 
     def __init__(
-        self, config: ProviderConfig, client: httpx.AsyncClient, environ: dict[str, str] | None = None
+        self, config: ProviderConfig, client: HttpClient, environ: dict[str, str] | None = None
     ) -> None:
         env = os.environ if environ is None else environ
         self.name = config.name
         self._client = client
-        self._url = str(config.base_url).rstrip("/") + "/chat/completions"
-        self._timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
+        self._endpoint = Endpoint.parse(str(config.base_url).rstrip("/") + "/chat/completions")
+        self._timeout = config.timeout_seconds
         key = env.get(config.api_key_env) if config.api_key_env else None
-        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", **self._auth}
-        propagate.inject(headers)
-        return headers
+        fixed = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": "gatewayz-gateway",
+        }
+        if key:
+            fixed["Authorization"] = f"Bearer {key}"
+        self._json_head = self._endpoint.request_head("POST", {**fixed, "Accept": "application/json"})
+        self._stream_head = self._endpoint.request_head("POST", {**fixed, "Accept": "text/event-stream"})
 
     def _payload(self, request: ChatCompletionRequest, model: ModelConfig, *, stream: bool) -> bytes:
         options = StreamOptions(include_usage=True) if stream else None
@@ -96,6 +113,32 @@ class OpenAIProvider:
             upstream = msgspec.structs.replace(upstream, max_tokens=model.max_output_tokens)
         return ENCODER.encode(upstream)
 
+    def _message(self, head: bytes, body: bytes, span: Span) -> bytes:
+        """The whole request: the fixed head, the attempt's trace context, the length, the body."""
+        context = "".join(f"{name}: {value}\r\n" for name, value in trace_headers(span).items())
+        return b"".join((head, context.encode("latin-1"), b"Content-Length: %d\r\n\r\n" % len(body), body))
+
+    async def _send(self, head: bytes, body: bytes, span: Span) -> Response:
+        """The answer once its head is in; a non-200 answer is read and raised as a `ProviderError`."""
+        try:
+            response = await self._client.request(
+                self._endpoint,
+                self._message(head, body, span),
+                read_timeout=self._timeout,
+                total_timeout=self._timeout,
+            )
+        except HttpError as exc:
+            raise self._transport_failure(exc) from exc
+        if response.status != 200:
+            try:
+                error_body = await response.read(_MAX_BODY_BYTES)
+            except HttpError:
+                error_body = b""
+            finally:
+                response.close()
+            raise self._failure(response.status, error_body)
+        return response
+
     def _failure(self, status_code: int, body: bytes) -> ProviderError:
         """The error for a non-200 answer."""
         text = f"{self.name} answered {status_code}: {_upstream_text(body)}"
@@ -105,27 +148,22 @@ class OpenAIProvider:
             return ProviderUnavailableError(self.name, text)
         return ProviderRejectedError(self.name, text)
 
-    def _transport_failure(self, exc: httpx.HTTPError) -> ProviderError:
-        if isinstance(exc, httpx.TimeoutException):
+    def _transport_failure(self, exc: HttpError) -> ProviderError:
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TotalTimeoutError):
             return ProviderTimeoutError(
                 self.name, f"{self.name} did not answer in time ({type(exc).__name__})"
             )
         return ProviderUnavailableError(self.name, f"{self.name} unreachable ({type(exc).__name__})")
 
-    async def complete(self, request: ChatCompletionRequest, model: ModelConfig) -> Completion:
+    async def complete(self, request: ChatCompletionRequest, model: ModelConfig, span: Span) -> Completion:
         """POST the request and pass the upstream's JSON through once it reads as a completion."""
+        response = await self._send(self._json_head, self._payload(request, model, stream=False), span)
         try:
-            response = await self._client.post(
-                self._url,
-                content=self._payload(request, model, stream=False),
-                headers=self._headers(),
-                timeout=self._timeout,
-            )
-        except httpx.HTTPError as exc:
+            body = await response.read(_MAX_BODY_BYTES)
+        except HttpError as exc:
             raise self._transport_failure(exc) from exc
-        body = response.content
-        if response.status_code != 200:
-            raise self._failure(response.status_code, body)
+        finally:
+            response.close()
         try:
             reply = _REPLY_DECODER.decode(body)
         except msgspec.MsgspecError as exc:
@@ -141,33 +179,18 @@ class OpenAIProvider:
             )
         return Completion(body, prompt_tokens, completion_tokens, reply.model or model.upstream_name)
 
-    async def open_stream(self, request: ChatCompletionRequest, model: ModelConfig) -> OpenAIStream:
+    async def open_stream(
+        self, request: ChatCompletionRequest, model: ModelConfig, span: Span
+    ) -> OpenAIStream:
         """Send the request and read up to the first event, so failures before it can still fall back."""
-        upstream_request = self._client.build_request(
-            "POST",
-            self._url,
-            content=self._payload(request, model, stream=True),
-            headers={**self._headers(), "Accept": "text/event-stream"},
-            timeout=self._timeout,
-        )
-        try:
-            response = await self._client.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
-            raise self._transport_failure(exc) from exc
-        if response.status_code != 200:
-            try:
-                body = await response.aread()
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            raise self._failure(response.status_code, body)
+        response = await self._send(self._stream_head, self._payload(request, model, stream=True), span)
         stream = OpenAIStream(self.name, response, request, model)
         try:
             await stream.prime()
         except BaseException:
             await stream.aclose()
             raise
+        response.end_total_timeout()  # from the first event on, only the read timeout applies
         return stream
 
     async def aclose(self) -> None:
@@ -175,56 +198,105 @@ class OpenAIProvider:
 
 
 class OpenAIStream:
-    """Upstream SSE passed through event by event, counting tokens on the way."""
+    """Upstream SSE passed through event by event, counting tokens on the way.
+
+    Body pieces are split into lines with one `bytes.split` each (SSE lines end in LF or CRLF); every
+    `data:` payload is decoded once, to read its model, finish reason and usage, and forwarded as it came.
+    """
 
     def __init__(
-        self, provider: str, response: httpx.Response, request: ChatCompletionRequest, model: ModelConfig
+        self, provider: str, response: Response, request: ChatCompletionRequest, model: ModelConfig
     ) -> None:
         self._provider = provider
         self._response = response
-        self._lines = response.aiter_lines()
+        self._rest = b""
+        self._payloads: deque[bytes] = deque()
+        self._pending_error: ProviderError | None = None
         self._first: bytes | None = None
         self._done = False
         self._finished = False
-        self._usage_seen = False
         self._forward_usage = request.stream_options is not None and request.stream_options.include_usage
         self.prompt_tokens = count_prompt_tokens(request.messages)
-        self.completion_tokens = 0
+        self._usage_completion: int | None = None
+        self._texts: list[str] = []
+        self._counted = (0, 0)
         self.response_model = model.upstream_name
+
+    @property
+    def completion_tokens(self) -> int:
+        """The upstream's own count when its usage chunk arrived, else the relayed text's tokens."""
+        if self._usage_completion is not None:
+            return self._usage_completion
+        seen, count = self._counted
+        if seen != len(self._texts):
+            count += sum(count_text_tokens(text) for text in self._texts[seen:])
+            self._counted = (len(self._texts), count)
+        return count
 
     async def prime(self) -> None:
         """Wait for the first event."""
         self._first = await self._next_event()
 
     async def _next_event(self) -> bytes | None:
-        """The next event to forward, None at `[DONE]` or the end of the body."""
-        while not self._done:
+        """The events that have arrived, as one block to forward; None at `[DONE]` or the end of the body.
+
+        Events that came in one piece leave in one write (nothing waits for more to arrive).
+        """
+        while True:
+            if (self._payloads or self._pending_error is not None) and (block := self._take_events()):
+                return block
+            if self._done:
+                return None
             try:
-                line = await anext(self._lines)
-            except StopAsyncIteration:
+                piece = await self._response.next_piece()
+            except HttpError as exc:
                 self._done = True
-                if not self._finished:
-                    # The body ended before `[DONE]` or any finish_reason: the upstream went away mid-answer.
-                    raise ProviderUnavailableError(
-                        self._provider, f"{self._provider} stream ended early"
-                    ) from None
-                break
-            except httpx.HTTPError as exc:
-                self._done = True
-                if isinstance(exc, httpx.TimeoutException):
+                if isinstance(exc, ReadTimeoutError):
                     raise ProviderTimeoutError(
                         self._provider, f"{self._provider} stalled mid-stream"
                     ) from exc
                 raise ProviderUnavailableError(self._provider, f"{self._provider} stream broke") from exc
-            if not line.startswith("data:"):
-                continue  # blank separators, `event:` lines and `: keep-alive` comments
-            data = line[5:].strip()
-            if data == "[DONE]":
+            if piece is None:
+                self._done = True
+                if not self._finished:
+                    # The body ended before `[DONE]` or any finish_reason: the upstream went away mid-answer.
+                    raise ProviderUnavailableError(self._provider, f"{self._provider} stream ended early")
+                return None
+            self._split(piece)
+
+    def _take_events(self) -> bytes:
+        """Every queued payload read and framed; an error is raised once the events before it have left."""
+        if (error := self._pending_error) is not None:
+            self._pending_error = None
+            raise error
+        payloads = self._payloads
+        events: list[bytes] = []
+        while payloads:
+            data = payloads.popleft()
+            if data == b"[DONE]":
                 self._done = self._finished = True
+                payloads.clear()
                 break
-            if (event := self._read(data.encode())) is not None:
-                return event
-        return None
+            try:
+                event = self._read(data)
+            except ProviderError as exc:
+                payloads.clear()
+                if not events:
+                    raise
+                self._pending_error = exc
+                break
+            if event is not None:
+                events.append(event)
+        return b"".join(events)
+
+    def _split(self, piece: bytes) -> None:
+        """Queue the `data:` payloads of the complete lines in `piece`; keep a partial last line."""
+        lines = (self._rest + piece if self._rest else piece).split(b"\n")
+        self._rest = lines.pop()
+        for line in lines:
+            if line[:5] == b"data:":
+                self._payloads.append(line[5:].strip())
+            # Blank separators, `event:`/`id:` lines and `: keep-alive` comments carry nothing to relay.
 
     def _read(self, data: bytes) -> bytes | None:
         """Count what `data` carries; the bytes to forward, or None for a usage chunk nobody asked for."""
@@ -237,22 +309,21 @@ class OpenAIStream:
             ) from exc
         if reply.model:
             self.response_model = reply.model
-        if any(choice.finish_reason for choice in reply.choices):
-            self._finished = True
-        if reply.usage is not None:
-            self._usage_seen = True
-            self.prompt_tokens = reply.usage.prompt_tokens
-            self.completion_tokens = reply.usage.completion_tokens
-        elif not self._usage_seen:
-            self.completion_tokens += sum(
-                count_text_tokens(choice.delta.content or "") for choice in reply.choices if choice.delta
-            )
-        if reply.usage is not None and not reply.choices and not self._forward_usage:
-            return None
+        for choice in reply.choices:
+            if choice.finish_reason:
+                self._finished = True
+            if choice.delta is not None and choice.delta.content:
+                self._texts.append(choice.delta.content)
+        usage = reply.usage
+        if usage is not None:
+            self.prompt_tokens = usage.prompt_tokens
+            self._usage_completion = usage.completion_tokens
+            if not reply.choices and not self._forward_usage:
+                return None
         return b"data: " + data + b"\n\n"
 
     async def events(self) -> AsyncIterator[bytes]:
-        """The primed first event, then the rest."""
+        """The primed first events, then the rest, as they arrive."""
         if self._first is not None:
             first, self._first = self._first, None
             yield first
@@ -260,5 +331,5 @@ class OpenAIStream:
             yield event
 
     async def aclose(self) -> None:
-        """Close the upstream response, returning its connection to the pool."""
-        await self._response.aclose()
+        """Release the upstream connection: reused once the answer ended with `[DONE]`, else closed."""
+        self._response.close(drain=self._finished)

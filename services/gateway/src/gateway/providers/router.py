@@ -75,7 +75,7 @@ class Router:
     ) -> tuple[Call, Completion]:
         """The first provider's completion; the last `ProviderError` when none answers."""
         call, completion = await self._first(
-            request, routes, lambda provider, model: provider.complete(request, model)
+            request, routes, lambda provider, model, span: provider.complete(request, model, span)
         )
         self.finish(
             call,
@@ -91,14 +91,14 @@ class Router:
     ) -> tuple[Call, CompletionStream]:
         """The first provider stream whose first event arrived; the caller ends the call with `finish`."""
         return await self._first(
-            request, routes, lambda provider, model: provider.open_stream(request, model)
+            request, routes, lambda provider, model, span: provider.open_stream(request, model, span)
         )
 
     async def _first(
         self,
         request: ChatCompletionRequest,
         routes: Sequence[Route],
-        attempt_with: Callable[[Provider, ModelConfig], Awaitable[T]],
+        attempt_with: Callable[[Provider, ModelConfig, trace.Span], Awaitable[T]],
     ) -> tuple[Call, T]:
         """Try each route in order until one answers; a failed attempt is finished here, a good one is not."""
         failure: ProviderError | None = None
@@ -121,15 +121,18 @@ class Router:
         assert failure is not None  # noqa: S101 - routes is never empty: unknown models are rejected first
         raise failure
 
-    async def _attempt(self, call: Call, attempt_with: Callable[[Provider, ModelConfig], Awaitable[T]]) -> T:
-        """One bounded call; the provider span is made current only where a `traceparent` goes out."""
+    async def _attempt(
+        self, call: Call, attempt_with: Callable[[Provider, ModelConfig, trace.Span], Awaitable[T]]
+    ) -> T:
+        """One bounded call: timed here unless the provider keeps to its timeout itself."""
         route = call.route
         provider = self._providers[route.provider.name]
-        if route.provider.kind == "local" and route.model.latency_ms / 1000 < route.provider.timeout_seconds:
-            return await attempt_with(provider, route.model)  # in-process and shorter than its timeout
-        with trace.use_span(call.span, end_on_exit=False):
-            async with asyncio.timeout(route.provider.timeout_seconds):
-                return await attempt_with(provider, route.model)
+        if provider.times_itself or (
+            route.provider.kind == "local" and route.model.latency_ms / 1000 < route.provider.timeout_seconds
+        ):
+            return await attempt_with(provider, route.model, call.span)
+        async with asyncio.timeout(route.provider.timeout_seconds):
+            return await attempt_with(provider, route.model, call.span)
 
     def _start(self, route: Route, request: ChatCompletionRequest, attempt: int) -> Call:
         key = (route.provider.name, route.model.id)

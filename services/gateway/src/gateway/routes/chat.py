@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, post
-from litestar.response import Stream
+from litestar import Request, post
+from litestar.types import ASGIApp
 
-from gateway.auth import bearer_key, unauthorized
+from gateway.auth import bearer_key, header, unauthorized
+from gateway.responses import EventStream, JsonAnswer
 from gateway.schema import REQUEST_DECODER, describe_validation_error
 from gateway.services import services
 from telemetry.errors import ApiError, error_responses
@@ -16,6 +17,9 @@ from telemetry.errors import ApiError, error_responses
 CACHE_HEADER = "x-gatewayz-cache"
 """Request: `true` opts a non-zero-temperature request into the cache. Response: `hit` or `miss`."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_CACHE_HEADER_NAME = CACHE_HEADER.encode()
+_CACHE_HIT = (CACHE_HEADER.encode(), b"hit")
+_CACHE_MISS = (CACHE_HEADER.encode(), b"miss")
 
 
 CHAT_ERRORS = error_responses(
@@ -39,7 +43,7 @@ CHAT_ERRORS = error_responses(
 
 
 @post("/v1/chat/completions", tags=["inference"], status_code=200, responses=CHAT_ERRORS)
-async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     """A completion for the caller's key; `stream: true` answers as server-sent events."""
     gateway = services(request)
     key = bearer_key(request)
@@ -53,12 +57,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] |
     except msgspec.MsgspecError as exc:
         raise ApiError(400, describe_validation_error(exc), code="invalid_request_body") from None
     if chat.stream:
-        events = await gateway.inference.stream(user_id, chat)
-        return Stream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    opted_in = request.headers.get(CACHE_HEADER, "").lower() in _TRUE
+        return EventStream(await gateway.inference.stream(user_id, chat))
+    opted_in = (header(request, _CACHE_HEADER_NAME) or "").lower() in _TRUE
     result = await gateway.inference.complete(user_id, chat, cache_opt_in=opted_in)
-    return Response(
-        result.body,
-        media_type="application/json",
-        headers={CACHE_HEADER: "hit" if result.cache_hit else "miss"},
-    )
+    return JsonAnswer(result.body, [_CACHE_HIT if result.cache_hit else _CACHE_MISS])

@@ -1,0 +1,216 @@
+"""The path users run: the gateway in front of an OpenAI-compatible upstream, against that upstream direct.
+
+    uv run python bench/upstream_overhead.py [--rounds 5] [--seconds 5] [--chunks 20] [--chunk-interval-ms 1]
+
+The upstream is `bench/openai_upstream.py` (raw asyncio on uvloop, its own process). Two variants, each
+round, order alternating between rounds:
+- direct: wrk against the upstream itself, the upstream pinned to CPU 0, wrk to CPU 1;
+- gateway: `python -m gateway` (a fresh process each round) pinned to CPU 0, with an `openai`-kind catalog
+  entry pointing at the upstream, which moves to CPU 1 beside wrk and the OTLP sink. Full telemetry:
+  Bearer auth against SQLite, credit reservation and settlement, routing, inference metrics with
+  exemplars, a server and a provider span exported over OTLP/HTTP (`bench/otlp_sink.py`), the access and
+  inference lines on stdout (to /dev/null).
+Cells: non-streaming and streaming (`--chunks` SSE content chunks after a role chunk, then the finish and
+usage chunks, `--chunk-interval-ms` apart as a model's tokens are, so each is read and relayed alone), each
+at 1 and 32 connections (`wrk -t1 --latency`, after a 1 s warm-up). Figures per cell: throughput, p50 and
+p99 (wrk's, closed loop), and CPU per request of the server under test (utime+stime / requests). Medians
+(min-max) over rounds; "added" figures are gateway - direct within a round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from harness import WrkResult, cpu_seconds, post_script, run_wrk, stop, summary
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-not-a-secret-key"
+MESSAGES = '"messages":[{"role":"user","content":"How fast is the gateway today?"}]'
+BODIES = {
+    "json": f'{{"model":"bench-upstream",{MESSAGES}}}'.encode(),
+    "stream": f'{{"model":"bench-upstream","stream":true,{MESSAGES}}}'.encode(),
+}
+CATALOG = """
+[[providers]]
+name = "upstream"
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+timeout_seconds = 30
+
+[[providers.models]]
+id = "bench-upstream"
+prompt_price = 0.000001
+completion_price = 0.000002
+max_output_tokens = 64
+"""
+CELLS = (("json", 1), ("json", 32), ("stream", 1), ("stream", 32))
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited {proc.returncode}")
+        try:
+            if httpx.post(url, content=BODIES["json"], headers=headers, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{url} not ready")
+
+
+def gateway_env(port: int, workdir: Path, otlp_url: str, extra_env: dict[str, str]) -> dict[str, str]:
+    """The gateway's environment: the bench catalog, a fresh SQLite file, full telemetry to `otlp_url`."""
+    return {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "GATEWAY_PROVIDERS_FILE": str(workdir / "catalog.toml"),
+        "GATEWAY_DB_PATH": str(workdir / f"gateway-{time.monotonic_ns()}.db"),
+        "GATEWAY_BOOTSTRAP_API_KEY": KEY,
+        "GATEWAY_DEMO_CREDITS": "1000000000",
+        "TEMPO_ENABLED": "true",
+        "TEMPO_OTLP_HTTP_ENDPOINT": otlp_url,
+        "ENVIRONMENT": "bench",
+        **extra_env,
+    }
+
+
+def start_gateway(
+    port: int, workdir: Path, otlp_url: str, extra_env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-m", "gateway"],
+        env=gateway_env(port, workdir, otlp_url, extra_env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_ready(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        proc,
+        {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    return proc
+
+
+def measure_cells(
+    url: str, pid: int, workdir: Path, seconds: float
+) -> dict[tuple[str, int], dict[str, float]]:
+    out = {}
+    for mode, connections in CELLS:
+        script = workdir / f"{mode}.lua"
+        run_wrk(url, 1, connections, script)  # warm-up: pool, caches, JIT-free but allocator-warm
+        before = cpu_seconds(pid)
+        result: WrkResult = run_wrk(url, seconds, connections, script)
+        cpu = cpu_seconds(pid) - before
+        out[(mode, connections)] = {
+            "rps": result.rps,
+            "p50": result.p50,
+            "p99": result.p99,
+            "cpu_us": cpu / result.requests * 1e6,
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--chunk-interval-ms", type=float, default=1.0)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="NAME=VALUE for the gateway (e.g. OTEL_EXPORTER_OTLP_PROTOCOL)",
+    )
+    args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
+
+    workdir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
+    upstream_port, sink_port, gateway_port = 18931, 14329, 18932
+    (workdir / "catalog.toml").write_text(CATALOG.format(port=upstream_port))
+    for mode, body in BODIES.items():
+        (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
+    upstream = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "openai_upstream.py"),
+            str(upstream_port),
+            "--chunks",
+            str(args.chunks),
+            "--chunk-interval-ms",
+            str(args.chunk_interval_ms),
+        ]
+    )
+    sink = subprocess.Popen(
+        ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
+    )
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+    gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
+    results: dict[str, list[dict[tuple[str, int], dict[str, float]]]] = {"direct": [], "gateway": []}
+    try:
+        wait_ready(upstream_url, upstream, {"Content-Type": "application/json"})
+        for round_no in range(args.rounds):
+            order = ("direct", "gateway") if round_no % 2 == 0 else ("gateway", "direct")
+            for variant in order:
+                if variant == "direct":
+                    os.sched_setaffinity(upstream.pid, {0})
+                    cells = measure_cells(upstream_url, upstream.pid, workdir, args.seconds)
+                else:
+                    os.sched_setaffinity(upstream.pid, {1})
+                    gateway = start_gateway(gateway_port, workdir, f"http://127.0.0.1:{sink_port}", extra_env)
+                    try:
+                        cells = measure_cells(gateway_url, gateway.pid, workdir, args.seconds)
+                    finally:
+                        stop(gateway)
+                results[variant].append(cells)
+                for (mode, connections), cell in cells.items():
+                    print(
+                        f"round {round_no + 1} {variant:7} {mode:6} c={connections:<2}: "
+                        f"{cell['rps']:7.0f} req/s  p50 {cell['p50']:7.3f} ms  p99 {cell['p99']:7.3f} ms  "
+                        f"{cell['cpu_us']:7.1f} us CPU/req",
+                        flush=True,
+                    )
+    finally:
+        sink.kill()
+        upstream.kill()
+
+    print()
+    print(f"{'':34}median (min-max) over {args.rounds} rounds")
+    for mode, connections in CELLS:
+        cell = (mode, connections)
+        direct = [r[cell] for r in results["direct"]]
+        gateway = [r[cell] for r in results["gateway"]]
+        pairs = list(zip(direct, gateway, strict=True))
+        tag = f"{mode} c={connections}"
+        print(f"{tag + ' direct req/s':34}{summary([d['rps'] for d in direct], '{:.0f}')}")
+        print(f"{tag + ' gateway req/s':34}{summary([g['rps'] for g in gateway], '{:.0f}')}")
+        print(f"{tag + ' direct CPU us/req':34}{summary([d['cpu_us'] for d in direct], '{:.0f}')}")
+        print(f"{tag + ' gateway CPU us/req':34}{summary([g['cpu_us'] for g in gateway], '{:.0f}')}")
+        print(f"{tag + ' direct p50 ms':34}{summary([d['p50'] for d in direct])}")
+        print(f"{tag + ' gateway p50 ms':34}{summary([g['p50'] for g in gateway])}")
+        print(f"{tag + ' direct p99 ms':34}{summary([d['p99'] for d in direct])}")
+        print(f"{tag + ' gateway p99 ms':34}{summary([g['p99'] for g in gateway])}")
+        print(f"{tag + ' added p50 ms':34}{summary([g['p50'] - d['p50'] for d, g in pairs])}")
+    for connections in (1, 32):
+        per_chunk = [
+            (r[("stream", connections)]["cpu_us"] - r[("json", connections)]["cpu_us"]) / (args.chunks + 2)
+            for r in results["gateway"]
+        ]
+        print(f"{f'stream c={connections} CPU us/chunk':34}{summary(per_chunk, '{:.1f}')}")
+    flat = [r[("json", 32)]["cpu_us"] / r[("json", 1)]["cpu_us"] for r in results["gateway"]]
+    print(f"{'json CPU c=32 / c=1':34}{summary(flat, '{:.2f}')}")
+
+
+if __name__ == "__main__":
+    main()

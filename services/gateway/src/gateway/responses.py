@@ -1,0 +1,88 @@
+"""The chat route's answers as plain ASGI apps: a JSON body, and an SSE stream that ends if the client goes.
+
+Litestar's `Response` builds a header object, merges layers' headers and cookies and renders the body
+again for every answer, and its `Stream` runs each stream in an anyio task group (a task and two cancel
+scopes) to notice a client that leaves. The chat route returns bytes it already has, so it hands Litestar
+these instead (a handler annotated `-> ASGIApp` is passed through as it is): measured with
+`bench/upstream_instructions.py`, see BENCHMARKS.md "Proxying an OpenAI-compatible upstream".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from litestar.types import Receive, ReceiveMessage, Scope, Send
+
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+class JsonAnswer:
+    """A complete JSON body, sent in two ASGI messages."""
+
+    __slots__ = ("_body", "_headers", "_status")
+
+    def __init__(self, body: bytes, extra_headers: list[tuple[bytes, bytes]], status: int = 200) -> None:
+        self._body = body
+        self._status = status
+        self._headers = [_JSON, (b"content-length", b"%d" % len(body)), *extra_headers]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 - ASGI's signature
+        """Send the head and the body."""
+        await send({"type": "http.response.start", "status": self._status, "headers": self._headers})
+        await send({"type": "http.response.body", "body": self._body, "more_body": False})
+
+
+class EventStream:
+    """`text/event-stream` from an async iterator of blocks; a client that disconnects ends the iteration.
+
+    One plain task waits on `receive` for the disconnect and cancels the streaming task when it comes; that
+    cancellation is ours, so it is taken back (`Task.uncancel`) and the app returns normally, as after a
+    complete stream: the iterator's own clean-up (settling credits, the inference line) runs either way.
+    """
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 - ASGI's signature
+        """Send the head, then each block as it comes, then the end of the body."""
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - ASGI apps run in a task
+        left = False
+
+        def on_message(message: asyncio.Future[ReceiveMessage]) -> None:
+            nonlocal left
+            if (
+                not message.cancelled()
+                and message.exception() is None
+                and message.result()["type"] == "http.disconnect"
+            ):
+                left = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(on_message)
+        try:
+            async for block in self._events:
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            task.uncancel()
+            return
+        finally:
+            watcher.remove_done_callback(on_message)
+            watcher.cancel()
+            await _close(self._events)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _close(events: AsyncIterator[bytes]) -> None:
+    """Run an async generator's clean-up now (not whenever the GC finds it)."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
