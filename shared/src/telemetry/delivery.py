@@ -14,8 +14,6 @@ from enum import Enum
 from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-
 from telemetry.retry import parse_retry_after
 
 GZIP_MIN_BYTES = 1024
@@ -63,6 +61,8 @@ class HttpTransport:
             url = parts._replace(query=query).geturl()
         self.url = url
         self.gzip = gzip
+        import httpx  # noqa: PLC0415 - ~0.15 s of start-up CPU, only for services that forward over HTTP
+
         # Certificates are loaded for https only: the CA bundle costs ~80 M instructions and MBs of memory.
         self._client = httpx.Client(
             timeout=timeout,
@@ -72,6 +72,8 @@ class HttpTransport:
 
     def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
         """One POST; 200 is the ack, 413 asks for smaller batches, 429/5xx/network errors are retried."""
+        import httpx  # noqa: PLC0415 - loaded by __init__ already; a dict lookup a batch
+
         body = b"".join(lines)
         headers = {}
         if self.gzip and len(body) >= GZIP_MIN_BYTES:
