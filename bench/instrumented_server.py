@@ -1,6 +1,6 @@
 """A server for the instrumentation benchmark: the same no-op route, bare or with full telemetry.
 
-    python bench/instrumented_server.py {bare|full|unexported|metrics} PORT [OTLP_HTTP_URL]
+    python bench/instrumented_server.py VARIANT PORT [OTLP_HTTP_URL]   # VARIANT: one of VARIANTS below
 
 `full` = HTTP metrics + a server span per request (default parent-based always-on sampling, batch-exported
 over OTLP/HTTP to OTLP_HTTP_URL) + one JSON access line per request on stdout.
@@ -28,6 +28,8 @@ VARIANTS = {
     "full": "metrics, spans exported over OTLP/HTTP, access line",
     "unexported": "full, but spans recorded and not exported (ablation)",
     "metrics": "metrics and access line, sampler always_off (ablation)",
+    "forwarding": "full, and every log line also forwarded to $LOG_FORWARD_URL (the log forwarder)",
+    "forwarding-gzip": "forwarding, batches gzip-compressed (LOG_FORWARD_GZIP=true)",
 }
 
 
@@ -35,7 +37,11 @@ def build(variant: str, otlp_url: str | None) -> Litestar:
     if variant == "bare":
         return Litestar(route_handlers=[noop], logging_config=None)
     settings = GatewaySettings(
-        tempo_enabled=otlp_url is not None and variant == "full",
+        tempo_enabled=otlp_url is not None and variant in {"full", "forwarding", "forwarding-gzip"},
+        log_forward_url=os.environ["LOG_FORWARD_URL"] if variant.startswith("forwarding") else None,
+        log_forward_gzip="true" if variant == "forwarding-gzip" else "auto",
+        # served_instructions.py sets it high too: only full batches leave, and the rest at shutdown.
+        log_forward_flush_seconds=float(os.environ.get("LOG_FORWARD_FLUSH_SECONDS", "1.0")),
         tempo_otlp_http_endpoint=otlp_url or "http://127.0.0.1:4318",
         otel_traces_sampler="always_off" if variant == "metrics" else "parentbased_always_on",
         # served_instructions.py sets it high so only full batches leave (timing-independent counts).

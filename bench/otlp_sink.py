@@ -1,4 +1,5 @@
-"""A minimal OTLP/HTTP receiver for benchmarks: reads each export and answers 200, counting spans' bytes."""
+"""A minimal HTTP receiver for benchmarks: reads each POST and answers 200 (OTLP exports, and `/ingest`
+batches of the log forwarder, which a 200 acknowledges)."""
 
 from __future__ import annotations
 

@@ -22,6 +22,11 @@ RUNS = (
         ("full/bare throughput", "full added CPU us/req", "bare req/s", "full req/s"),
     ),
     (
+        "log forwarding (no-op route, one line a request)",
+        ["log_forwarding_overhead.py", "--rounds", "1", "--seconds", "3", "--lines", "50000"],
+        ("forwarding added CPU us/line", "forwarding/full throughput", "in-process write_event ns"),
+    ),
+    (
         "gateway overhead (local provider, 0 ms)",
         ["gateway_overhead.py", "--rounds", "1", "--seconds", "3", "--rate", "50"],
         ("added p50 ms", "added p99 ms", "added CPU us/req", "gateway/direct throughput"),
