@@ -97,14 +97,19 @@ def post_script(body: bytes, key: str | None = None) -> str:
 
 
 def callgrind_instructions(
-    argv: list[str], env: dict[str, str], log: Path, drive: Callable[[subprocess.Popen[bytes]], None]
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    drive: Callable[[subprocess.Popen[bytes]], None],
+    out_file: str = "/dev/null",
 ) -> int:
     """Run `argv` under callgrind, `drive` it (requests over loopback), SIGINT it; instructions it ran.
 
     valgrind's report goes to `log`, not a pipe: a pipe nobody reads would fill up and stall the server.
+    `out_file` keeps callgrind's profile (for `callgrind_annotate`).
     """
     process = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--log-file={log}", *argv],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", f"--log-file={log}", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

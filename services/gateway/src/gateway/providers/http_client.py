@@ -27,7 +27,7 @@ import re
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import certifi
@@ -440,6 +440,10 @@ class Response:
                 raise BodyTooLargeError(f"body larger than {limit} bytes")
             parts.append(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def piece_reader(self) -> Callable[[], Awaitable[bytes | None]]:
+        """`next_piece`, or the connection's own reader when there is nothing to decode (one call less)."""
+        return self._connection.next_body if self._decoder is None else self.next_piece
 
     async def next_piece(self) -> bytes | None:
         """The next piece of the body as it arrives (decoded), None at its end."""
