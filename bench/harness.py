@@ -6,6 +6,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import time
@@ -147,3 +148,10 @@ def first_connection(
             time.sleep(0.5)
         else:
             return connection
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (benchmarks running side by side must not collide)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -20,11 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import callgrind_instructions, first_connection
+from harness import callgrind_instructions, first_connection, free_port
 from upstream_overhead import BODIES, CATALOG, KEY, gateway_env
 
 HERE = Path(__file__).resolve().parent
-UPSTREAM_PORT, SINK_PORT, GATEWAY_PORT = 18961, 14331, 18962
+UPSTREAM_PORT, SINK_PORT, GATEWAY_PORT = free_port(), free_port(), free_port()
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
 

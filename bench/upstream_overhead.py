@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import WrkResult, cpu_seconds, post_script, run_wrk, stop, summary
+from harness import WrkResult, cpu_seconds, free_port, post_script, run_wrk, stop, summary
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-secret-key"
@@ -137,7 +137,7 @@ def main() -> None:
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     workdir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
-    upstream_port, sink_port, gateway_port = 18931, 14329, 18932
+    upstream_port, sink_port, gateway_port = free_port(), free_port(), free_port()
     (workdir / "catalog.toml").write_text(CATALOG.format(port=upstream_port))
     for mode, body in BODIES.items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
