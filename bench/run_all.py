@@ -32,6 +32,22 @@ RUNS = (
         ("added p50 ms", "added p99 ms", "added CPU us/req", "gateway/direct throughput"),
     ),
     (
+        "gateway in front of an OpenAI-compatible upstream",
+        ["upstream_overhead.py", "--rounds", "1", "--seconds", "3"],
+        (
+            "json c=1 gateway CPU us/req",
+            "json c=32 gateway CPU us/req",
+            "json c=1 added p50 ms",
+            "stream c=32 CPU us/chunk",
+            "json CPU c=32 / c=1",
+        ),
+    ),
+    (
+        "upstream HTTP client alone (CPU per call)",
+        ["http_clients.py", "--rounds", "1", "--requests", "1500"],
+        ("httpx/lean CPU json c=32", "aiohttp/lean CPU json c=32", "lean json c=32 CPU us/call"),
+    ),
+    (
         "log-shipper (file -> fake Loki)",
         ["log_shipper_throughput.py", "--lines", "60000", "--rounds", "1"],
         ("shipper ", "shipper-json ", "anchor ", "shipper / anchor", "shipper-json / anchor"),
