@@ -6,6 +6,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import time
@@ -97,14 +98,19 @@ def post_script(body: bytes, key: str | None = None) -> str:
 
 
 def callgrind_instructions(
-    argv: list[str], env: dict[str, str], log: Path, drive: Callable[[subprocess.Popen[bytes]], None]
+    argv: list[str],
+    env: dict[str, str],
+    log: Path,
+    drive: Callable[[subprocess.Popen[bytes]], None],
+    out_file: str = "/dev/null",
 ) -> int:
     """Run `argv` under callgrind, `drive` it (requests over loopback), SIGINT it; instructions it ran.
 
     valgrind's report goes to `log`, not a pipe: a pipe nobody reads would fill up and stall the server.
+    `out_file` keeps callgrind's profile (for `callgrind_annotate`).
     """
     process = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--log-file={log}", *argv],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", f"--log-file={log}", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -142,3 +148,10 @@ def first_connection(
             time.sleep(0.5)
         else:
             return connection
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (benchmarks running side by side must not collide)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import summary
+from harness import free_port, summary
 
 HERE = Path(__file__).resolve().parent
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"How fast is the gateway today?"}]}'
@@ -136,7 +136,7 @@ def main() -> None:
         child(client, url, mode, int(requests), int(concurrency))
         return
 
-    port = 18951
+    port = free_port()
     upstream = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "openai_upstream.py"), str(port)]
     )

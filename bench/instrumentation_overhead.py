@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -89,7 +90,15 @@ def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, int, floa
     return rps, total, float(p50.group(1)) * scale
 
 
-def measure(variant: str, port: int, otlp_url: str, seconds: int, connections: int) -> dict[str, float]:
+def measure(
+    variant: str,
+    port: int,
+    otlp_url: str,
+    seconds: int,
+    connections: int,
+    inspect: Callable[[int], dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """One run on a fresh server: warm-up, then wrk; `inspect(port)` adds figures read before it stops."""
     server = start_server(variant, port, otlp_url)
     try:
         run_wrk(port, 2, connections)  # warm-up
@@ -101,14 +110,18 @@ def measure(variant: str, port: int, otlp_url: str, seconds: int, connections: i
         load_cpu = (rusage_after.children_user + rusage_after.children_system) - (
             rusage_before.children_user + rusage_before.children_system
         )
-        return {
+        result = {
             "rps": rps,
             "cpu_us_per_req": cpu / total * 1e6,
             "p50_ms": p50,
+            "requests": total,
             "server_core": cpu / seconds,
             "wrk_core": load_cpu / seconds,
             "rss_mb": rss_mb(server.pid),
         }
+        if inspect is not None:
+            result |= inspect(port)
+        return result
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -121,10 +134,41 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):10.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
+def alternate(
+    variants: Sequence[str],
+    rounds: int,
+    measure_one: Callable[[str], dict[str, float]],
+    extra: Callable[[dict[str, float]], str] = lambda _result: "",
+) -> dict[str, list[dict[str, float]]]:
+    """Every variant once per round, the order reversed every other round; one line per run as it ends
+    (throughput, CPU per request, p50, then what `extra` says of the result)."""
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
+    for round_no in range(rounds):
+        order = list(variants) if round_no % 2 == 0 else list(variants)[::-1]
+        for variant in order:
+            result = measure_one(variant)
+            results[variant].append(result)
+            print(
+                f"round {round_no + 1} {variant:10}: {result['rps']:8.0f} req/s  "
+                f"{result['cpu_us_per_req']:6.1f} us CPU/req  p50 {result['p50_ms']:.2f} ms  {extra(result)}",
+                flush=True,
+            )
+    return results
+
+
+def print_medians(results: dict[str, list[dict[str, float]]], width: int = 24) -> None:
+    """Median (min-max) throughput and CPU per request of each variant."""
+    print()
+    print(f"{'':{width}}{'median (min-max)':>28}")
+    for variant, runs in results.items():
+        print(f"{variant + ' req/s':{width}}{summary([r['rps'] for r in runs]):>28}")
+        print(f"{variant + ' CPU us/req':{width}}{summary([r['cpu_us_per_req'] for r in runs]):>28}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--variants", default="bare,full", help="bare first; others: " + ",".join(VARIANTS))
     args = parser.parse_args()
@@ -137,28 +181,20 @@ def main() -> None:
         ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
     )
     otlp_url = f"http://127.0.0.1:{sink_port}"
-    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in variants}
     try:
-        for round_no in range(args.rounds):
-            order = variants if round_no % 2 == 0 else variants[::-1]
-            for variant in order:
-                result = measure(variant, server_port, otlp_url, args.seconds, args.connections)
-                results[variant].append(result)
-                print(
-                    f"round {round_no + 1} {variant:10}: {result['rps']:8.0f} req/s  "
-                    f"{result['cpu_us_per_req']:6.1f} us CPU/req  p50 {result['p50_ms']:.2f} ms  "
-                    f"server core {result['server_core']:.2f}  wrk core {result['wrk_core']:.2f}  "
-                    f"RSS {result['rss_mb']:.0f} MB",
-                    flush=True,
-                )
+        results = alternate(
+            variants,
+            args.rounds,
+            lambda variant: measure(variant, server_port, otlp_url, args.seconds, args.connections),
+            lambda result: (
+                f"server core {result['server_core']:.2f}  wrk core {result['wrk_core']:.2f}  "
+                f"RSS {result['rss_mb']:.0f} MB"
+            ),
+        )
     finally:
         sink.kill()
 
-    print()
-    print(f"{'':24}{'median (min-max)':>28}")
-    for variant in variants:
-        print(f"{variant + ' req/s':24}{summary([r['rps'] for r in results[variant]]):>28}")
-        print(f"{variant + ' CPU us/req':24}{summary([r['cpu_us_per_req'] for r in results[variant]]):>28}")
+    print_medians(results)
     bare = results["bare"]
     for variant in variants[1:]:
         pairs = list(zip(bare, results[variant], strict=True))

@@ -1,4 +1,5 @@
-"""A minimal OTLP/HTTP receiver for benchmarks: reads each export and answers 200, counting spans' bytes."""
+"""A minimal HTTP receiver for benchmarks: reads each POST and answers 200 (OTLP exports, and `/ingest`
+batches of the log forwarder, which a 200 acknowledges)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,33 @@ class Handler(BaseHTTPRequestHandler):
         return
 
 
+def grpc_sink(port: int) -> object:
+    """`TraceService/Export` answered with an empty response, the request read as raw bytes (Tempo's work
+    of decoding it is not the service's cost)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only the sink needs them
+
+    import grpc  # noqa: PLC0415
+
+    def export(request: bytes, _context: object) -> bytes:
+        Handler.received += len(request)
+        return b""
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    handler = grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {"Export": grpc.unary_unary_rpc_method_handler(export)},
+    )
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server
+
+
 def main() -> None:
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    port = int(sys.argv[1])
+    server = grpc_sink(port + 1)  # kept referenced while serving
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    del server
 
 
 if __name__ == "__main__":

@@ -22,9 +22,30 @@ RUNS = (
         ("full/bare throughput", "full added CPU us/req", "bare req/s", "full req/s"),
     ),
     (
+        "log forwarding (no-op route, one line a request)",
+        ["log_forwarding_overhead.py", "--rounds", "1", "--seconds", "3", "--lines", "50000"],
+        ("forwarding added CPU us/line", "forwarding/full throughput", "in-process write_event ns"),
+    ),
+    (
         "gateway overhead (local provider, 0 ms)",
         ["gateway_overhead.py", "--rounds", "1", "--seconds", "3", "--rate", "50"],
         ("added p50 ms", "added p99 ms", "added CPU us/req", "gateway/direct throughput"),
+    ),
+    (
+        "gateway in front of an OpenAI-compatible upstream",
+        ["upstream_overhead.py", "--rounds", "1", "--seconds", "3"],
+        (
+            "json c=1 gateway CPU us/req",
+            "json c=32 gateway CPU us/req",
+            "json c=1 added p50 ms",
+            "stream c=32 CPU us/chunk",
+            "json CPU c=32 / c=1",
+        ),
+    ),
+    (
+        "upstream HTTP client alone (CPU per call)",
+        ["http_clients.py", "--rounds", "1", "--requests", "1500"],
+        ("httpx/lean CPU json c=32", "aiohttp/lean CPU json c=32", "lean json c=32 CPU us/call"),
     ),
     (
         "log-shipper (file -> fake Loki)",

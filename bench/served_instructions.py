@@ -1,13 +1,14 @@
 """Instructions per *served* request: uvicorn, httptools and the app under callgrind, over loopback.
 
     uv run python bench/served_instructions.py [--requests 1000] [--variants bare,unexported,full]
+    uv run python bench/served_instructions.py --variants bare,full,forwarding,forwarding-gzip  # forwarding
 
 `bench/instructions.py` drives the ASGI app in-process; this runs `bench/instrumented_server.py` as
 deployed, under `valgrind --tool=callgrind`, and sends N then 2N keep-alive requests over one connection
 (the difference of the two totals ÷ N is one request, start-up and shutdown cancelled out). It counts the
 server's user-space instructions, so it confirms the wall-clock ratio without the machine's noise; kernel
 time (sockets, `write(2)`) is not in it. Spans leave only in full batches (`OTEL_BSP_SCHEDULE_DELAY` set
-high), so the counts do not depend on timing.
+high), and so do forwarded log lines (`LOG_FORWARD_FLUSH_SECONDS` high): the counts do not depend on timing.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ def total_instructions(variant: str, requests: int, log: Path) -> int:
             str(SERVER_PORT),
             f"http://127.0.0.1:{SINK_PORT}",
         ],
-        {**os.environ, "PYTHONHASHSEED": "0", "OTEL_BSP_SCHEDULE_DELAY": "60000"},
+        {
+            **os.environ,
+            "PYTHONHASHSEED": "0",
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "LOG_FORWARD_URL": f"http://127.0.0.1:{SINK_PORT}/ingest",  # the forwarding variants' receiver
+            "LOG_FORWARD_FLUSH_SECONDS": "60",
+        },
         log,
         drive,
     )

@@ -20,11 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import callgrind_instructions, first_connection
+from harness import callgrind_instructions, first_connection, free_port
 from upstream_overhead import BODIES, CATALOG, KEY, gateway_env
 
 HERE = Path(__file__).resolve().parent
-UPSTREAM_PORT, SINK_PORT, GATEWAY_PORT = 18961, 14331, 18962
+UPSTREAM_PORT, SINK_PORT, GATEWAY_PORT = free_port(), free_port(), free_port()
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
 
@@ -36,7 +36,9 @@ def exchange(connection: http.client.HTTPConnection, body: bytes) -> None:
         raise RuntimeError(f"gateway answered {response.status}")
 
 
-def total_instructions(workdir: Path, body: bytes, requests: int, extra_env: dict[str, str]) -> int:
+def total_instructions(
+    workdir: Path, body: bytes, requests: int, extra_env: dict[str, str], out_file: str = "/dev/null"
+) -> int:
     def drive(gateway: subprocess.Popen[bytes]) -> None:
         connection = first_connection(GATEWAY_PORT, lambda conn: exchange(conn, body), gateway)
         for _ in range(requests):
@@ -45,7 +47,9 @@ def total_instructions(workdir: Path, body: bytes, requests: int, extra_env: dic
 
     env = gateway_env(GATEWAY_PORT, workdir, f"http://127.0.0.1:{SINK_PORT}", extra_env)
     env.update(PYTHONHASHSEED="0", OTEL_BSP_SCHEDULE_DELAY="60000")
-    return callgrind_instructions([sys.executable, "-m", "gateway"], env, workdir / "callgrind.log", drive)
+    return callgrind_instructions(
+        [sys.executable, "-m", "gateway"], env, workdir / "callgrind.log", drive, out_file
+    )
 
 
 def main() -> None:
@@ -60,6 +64,9 @@ def main() -> None:
         help="wide enough that callgrind reads each chunk apart",
     )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the gateway")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="one run of --requests, its callgrind profile kept in FILE"
+    )
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
     workdir = Path(tempfile.mkdtemp(prefix="upstream-instructions-"))
@@ -78,6 +85,14 @@ def main() -> None:
     sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), str(SINK_PORT)])
     try:
         body = BODIES[args.mode]
+        if args.profile:
+            total = total_instructions(
+                workdir, body, args.requests, extra_env, str(Path(args.profile).resolve())
+            )
+            print(
+                f"{args.profile}: {total / 1e6:.1f} M instructions in all; callgrind_annotate {args.profile}"
+            )
+            return
         small = total_instructions(workdir, body, args.requests, extra_env)
         large = total_instructions(workdir, body, 2 * args.requests, extra_env)
         per_request = (large - small) / args.requests

@@ -1,6 +1,7 @@
 """The path users run: the gateway in front of an OpenAI-compatible upstream, against that upstream direct.
 
     uv run python bench/upstream_overhead.py [--rounds 5] [--seconds 5] [--chunks 20] [--chunk-interval-ms 1]
+        [--before CHECKOUT]
 
 The upstream is `bench/openai_upstream.py` (raw asyncio on uvloop, its own process). Two variants, each
 round, order alternating between rounds:
@@ -10,6 +11,8 @@ round, order alternating between rounds:
   Bearer auth against SQLite, credit reservation and settlement, routing, inference metrics with
   exemplars, a server and a provider span exported over OTLP/HTTP (`bench/otlp_sink.py`), the access and
   inference lines on stdout (to /dev/null).
+With `--before CHECKOUT` (e.g. a `git worktree` of an earlier commit, `uv sync`ed), that checkout's gateway
+runs as a third variant in the same rounds, so a change is measured against its predecessor side by side.
 Cells: non-streaming and streaming (`--chunks` SSE content chunks after a role chunk, then the finish and
 usage chunks, `--chunk-interval-ms` apart as a model's tokens are, so each is read and relayed alone), each
 at 1 and 32 connections (`wrk -t1 --latency`, after a 1 s warm-up). Figures per cell: throughput, p50 and
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import WrkResult, cpu_seconds, post_script, run_wrk, stop, summary
+from harness import WrkResult, cpu_seconds, free_port, post_script, run_wrk, stop, summary
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-secret-key"
@@ -86,10 +89,10 @@ def gateway_env(port: int, workdir: Path, otlp_url: str, extra_env: dict[str, st
 
 
 def start_gateway(
-    port: int, workdir: Path, otlp_url: str, extra_env: dict[str, str]
+    port: int, workdir: Path, otlp_url: str, extra_env: dict[str, str], python: str = sys.executable
 ) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "gateway"],
+        ["taskset", "-c", "0", python, "-m", "gateway"],
         env=gateway_env(port, workdir, otlp_url, extra_env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -128,6 +131,11 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--chunk-interval-ms", type=float, default=1.0)
     parser.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also run the gateway of another checkout (its .venv) in the same rounds, as variant 'before'",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -137,7 +145,7 @@ def main() -> None:
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     workdir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
-    upstream_port, sink_port, gateway_port = 18931, 14329, 18932
+    upstream_port, sink_port, gateway_port = free_port(), free_port(), free_port()
     (workdir / "catalog.toml").write_text(CATALOG.format(port=upstream_port))
     for mode, body in BODIES.items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
@@ -157,18 +165,25 @@ def main() -> None:
     )
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
     gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
-    results: dict[str, list[dict[tuple[str, int], dict[str, float]]]] = {"direct": [], "gateway": []}
+    variants = ("direct", "gateway", "before") if args.before else ("direct", "gateway")
+    pythons = {
+        "gateway": sys.executable,
+        "before": str(Path(args.before or ".") / ".venv" / "bin" / "python"),
+    }
+    results: dict[str, list[dict[tuple[str, int], dict[str, float]]]] = {variant: [] for variant in variants}
     try:
         wait_ready(upstream_url, upstream, {"Content-Type": "application/json"})
         for round_no in range(args.rounds):
-            order = ("direct", "gateway") if round_no % 2 == 0 else ("gateway", "direct")
+            order = variants if round_no % 2 == 0 else variants[::-1]
             for variant in order:
                 if variant == "direct":
                     os.sched_setaffinity(upstream.pid, {0})
                     cells = measure_cells(upstream_url, upstream.pid, workdir, args.seconds)
                 else:
                     os.sched_setaffinity(upstream.pid, {1})
-                    gateway = start_gateway(gateway_port, workdir, f"http://127.0.0.1:{sink_port}", extra_env)
+                    gateway = start_gateway(
+                        gateway_port, workdir, f"http://127.0.0.1:{sink_port}", extra_env, pythons[variant]
+                    )
                     try:
                         cells = measure_cells(gateway_url, gateway.pid, workdir, args.seconds)
                     finally:
@@ -202,6 +217,13 @@ def main() -> None:
         print(f"{tag + ' direct p99 ms':34}{summary([d['p99'] for d in direct])}")
         print(f"{tag + ' gateway p99 ms':34}{summary([g['p99'] for g in gateway])}")
         print(f"{tag + ' added p50 ms':34}{summary([g['p50'] - d['p50'] for d, g in pairs])}")
+        if args.before:
+            before = [r[cell] for r in results["before"]]
+            print(f"{tag + ' before req/s':34}{summary([b['rps'] for b in before], '{:.0f}')}")
+            print(f"{tag + ' before CPU us/req':34}{summary([b['cpu_us'] for b in before], '{:.0f}')}")
+            print(f"{tag + ' before p50 ms':34}{summary([b['p50'] for b in before])}")
+            ratio = [b["cpu_us"] / g["cpu_us"] for b, g in zip(before, gateway, strict=True)]
+            print(f"{tag + ' before/now CPU':34}{summary(ratio, '{:.2f}')}")
     for connections in (1, 32):
         per_chunk = [
             (r[("stream", connections)]["cpu_us"] - r[("json", connections)]["cpu_us"]) / (args.chunks + 2)

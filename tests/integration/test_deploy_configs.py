@@ -18,6 +18,7 @@ import pytest
 import yaml
 from loguru import logger
 
+from support.grafana_env import expand_value
 from support.processes import free_port
 from telemetry.dashboards import DATASOURCE_UIDS, render_dashboard, stale_files
 from telemetry.pipeline import LOG_FORWARDERS, LOG_SHIPPER, LOKI, SPAN_EXPORTERS, TEMPO
@@ -299,7 +300,7 @@ class TestGrafana:
             for panel in render_dashboard(board)["panels"]:
                 assert panel["datasource"]["uid"] in datasources, panel["title"]
 
-    def test_correlation_links_point_at_existing_datasources(self, datasources):
+    def test_correlation_links_point_at_existing_datasources(self, datasources, compose):
         """Exemplars and Loki's derived field open Tempo; Tempo opens Loki, Prometheus and the service map."""
         prometheus = datasources["prometheus"]["jsonData"]
         assert prometheus["timeInterval"] == load(PROMETHEUS_CONFIG)["global"]["scrape_interval"]
@@ -311,8 +312,9 @@ class TestGrafana:
         assert "$${__trace.traceId}" in tempo["tracesToLogsV2"]["query"]
         assert tempo["tracesToMetrics"]["datasourceUid"] == "prometheus"
         assert tempo["serviceMap"]["datasourceUid"] == "prometheus"
+        grafana_env = compose["services"]["grafana"]["environment"]
         for source in datasources.values():
-            host = source["url"].split("//")[1].split(":")[0]
+            host = expand_value(source["url"], grafana_env).split("//")[1].split(":")[0]
             assert host in {"prometheus", "loki", "tempo"}
 
     def test_dashboard_provider_loads_the_generated_folder(self):
@@ -405,28 +407,70 @@ class TestBackends:
         assert mounts(compose["services"]["tempo"])["/var/tempo"] == ("tempo-data", False)
 
 
+SERVICE_DOCKERFILE = ROOT / "services" / "Dockerfile"
+
+
+def dockerfile_stages(path: Path) -> dict[str, str]:
+    """Stage name (or the image, for unnamed stages) → that stage's text, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    stages: dict[str, str] = {}
+    for match in re.finditer(
+        r"^FROM (\S+)(?: AS (\S+))?\n(.*?)(?=^FROM |\Z)", text, re.MULTILINE | re.DOTALL
+    ):
+        stages[match[2] or match[1]] = match[3]
+    return stages
+
+
 class TestImages:
-    @pytest.mark.parametrize("service", sorted(SERVICES))
-    def test_dockerfile_builds_only_its_package_as_non_root(self, service):
-        """Multi-stage uv build of gatewayz-<service> alone, run as a non-root user with `python -m`."""
-        text = (ROOT / "services" / service / "Dockerfile").read_text()
-        bases = re.findall(r"^FROM (\S+)", text, re.MULTILINE) + re.findall(r"COPY --from=(\S+:\S+) ", text)
-        assert len(re.findall(r"^FROM ", text, re.MULTILINE)) == 2
+    def test_one_build_definition_serves_the_three_services(self, compose):
+        """services/Dockerfile is the only one; compose builds each service from it with SERVICE=<name>."""
+        assert sorted(path.relative_to(ROOT).as_posix() for path in ROOT.glob("services/**/Dockerfile")) == [
+            "services/Dockerfile"
+        ]
+        for service in SERVICES:
+            build = compose["services"][service]["build"]
+            assert Path(build["dockerfile"]).name == "Dockerfile"
+            assert (Path(build["context"]) / build["dockerfile"]).resolve() == SERVICE_DOCKERFILE
+            assert build["args"] == {"SERVICE": service}
+
+    def test_the_build_stage_installs_only_the_named_package(self):
+        """One uv build stage, parameterised by SERVICE: gatewayz-$SERVICE and its sources alone."""
+        text = SERVICE_DOCKERFILE.read_text()
+        build = dockerfile_stages(SERVICE_DOCKERFILE)["build"]
+        assert "uv sync --frozen --no-dev --package gatewayz-${SERVICE} --no-editable" in build
+        assert "COPY services/${SERVICE}/ services/${SERVICE}/" in build
+        assert not re.search(r"COPY services/(gateway|admin|log-shipper)/ ", text)
+        bases = re.findall(r"^FROM (\S+:\S+)", text, re.MULTILINE) + re.findall(
+            r"COPY --from=(\S+:\S+) ", text
+        )
         for image in bases:
             # Every base image pinned to a patch release, not a moving tag.
             assert re.search(r":v?\d+\.\d+\.\d+", image), image
-        assert f"uv sync --frozen --no-dev --package gatewayz-{service} --no-editable" in text
-        assert "USER app" in text
-        assert f'CMD ["python", "-m", "{MODULES[service]}"]' in text
-        assert f"EXPOSE {SERVICES[service]}" in text
-        assert "COPY services/" + service + "/ " in text
-        for other in set(SERVICES) - {service}:
-            assert f"COPY services/{other}/ " not in text
+        # The final image is the stage SERVICE names; on Railway, SERVICE defaults to the service's name.
+        assert text.rstrip().endswith("FROM ${SERVICE}")
+        assert "ARG SERVICE=${RAILWAY_SERVICE_NAME}" in text
 
     @pytest.mark.parametrize("service", sorted(SERVICES))
-    def test_dockerfile_copies_every_workspace_member_manifest(self, service):
+    def test_each_service_stage_runs_its_module_as_non_root(self, service):
+        """A final stage per service: non-root, its port, its module, the probe its railway.json checks."""
+        stage = dockerfile_stages(SERVICE_DOCKERFILE)[service]
+        assert "USER app" in stage
+        assert f'CMD ["python", "-m", "{MODULES[service]}"]' in stage
+        assert f"EXPOSE {SERVICES[service]}" in stage
+        assert f"PORT={SERVICES[service]}" in stage
+        health = re.search(r"HEALTH_PATH=(\S+)", stage)[1]
+        assert (
+            health
+            == json.loads((ROOT / "services" / service / "railway.json").read_text())["deploy"][
+                "healthcheckPath"
+            ]
+        )
+        assert "HEALTHCHECK" in dockerfile_stages(SERVICE_DOCKERFILE)["runtime"]
+        assert "FROM runtime AS " + service in SERVICE_DOCKERFILE.read_text()
+
+    def test_dockerfile_copies_every_workspace_member_manifest(self):
         """uv reads the lock against the whole workspace, so each member's pyproject.toml is in the image."""
-        text = (ROOT / "services" / service / "Dockerfile").read_text()
+        text = SERVICE_DOCKERFILE.read_text()
         root = tomllib.loads((ROOT / "pyproject.toml").read_text())
         members = [
             path.relative_to(ROOT).as_posix()
@@ -440,10 +484,10 @@ class TestImages:
 
     @pytest.mark.parametrize("service", sorted(SERVICES))
     def test_railway_json_builds_the_dockerfile_and_checks_health(self, service):
-        """railway.json names this service's Dockerfile and a probe every service serves."""
+        """railway.json names the shared Dockerfile and a probe every service serves."""
         config = json.loads((ROOT / "services" / service / "railway.json").read_text())
-        assert (ROOT / config["build"]["dockerfilePath"]).is_file()
-        assert config["build"]["dockerfilePath"] == f"services/{service}/Dockerfile"
+        assert config["build"]["dockerfilePath"] == "services/Dockerfile"
+        assert "services/Dockerfile" in config["build"]["watchPatterns"]
         assert config["deploy"]["healthcheckPath"] in {"/health", "/ready"}
         assert config["deploy"]["startCommand"] == f"python -m {MODULES[service]}"
 
@@ -453,11 +497,12 @@ class TestImages:
         assert {".env", ".git", ".venv"} <= set(ignored)
 
 
-def run_build_stage(dockerfile: Path, context: Path, workdir: Path) -> Path:
+def run_build_stage(dockerfile: Path, context: Path, workdir: Path, build_args: dict[str, str]) -> Path:
     """Replay a Dockerfile's build stage without Docker: its COPYs into `workdir`, its RUNs there.
 
-    Only the instructions our Dockerfiles use are understood (ENV, WORKDIR, COPY from the context, RUN);
-    the virtualenv lands in `workdir/venv` instead of /app/.venv. Returns the virtualenv.
+    Only the instructions our Dockerfiles use are understood (ARG, ENV, WORKDIR, COPY from the context, RUN),
+    `${NAME}` standing for a build argument; the virtualenv lands in `workdir/venv` instead of /app/.venv.
+    Returns the virtualenv.
     """
     text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
     stages = re.split(r"^FROM .*$", text, flags=re.MULTILINE)
@@ -467,10 +512,18 @@ def run_build_stage(dockerfile: Path, context: Path, workdir: Path) -> Path:
     assert uv, "uv not found"
     path = f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}"
     env = {"PATH": path, "HOME": os.environ.get("HOME", str(workdir)), "UV_PYTHON": "3.11"}
+    arguments = dict(build_args)
     cwd = workdir / "src"
+
+    def substitute(value: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: arguments[m[1]], value)
+
     for line in stages[1].splitlines():
         instruction, _, args = line.strip().partition(" ")
-        if instruction == "ENV":
+        args = substitute(args)
+        if instruction == "ARG":
+            assert args.split("=")[0] in arguments, f"build argument {args} not given"
+        elif instruction == "ENV":
             env.update(dict(pair.split("=", 1) for pair in args.split()))
         elif instruction == "WORKDIR":
             cwd = workdir / args.lstrip("/")
@@ -505,7 +558,7 @@ class TestImageBuildSteps:
     @pytest.mark.parametrize("service", sorted(SERVICES))
     def test_build_stage_yields_a_venv_that_runs_the_service_alone(self, service, tmp_path):
         """The build stage gives a venv of this service and telemetry alone, runnable without sources."""
-        venv = run_build_stage(ROOT / "services" / service / "Dockerfile", ROOT, tmp_path)
+        venv = run_build_stage(SERVICE_DOCKERFILE, ROOT, tmp_path, {"SERVICE": service})
         site = next((venv / "lib").glob("python3.*/site-packages"))
         packages = {path.name for path in site.iterdir()}
         assert {MODULES[service], "telemetry"} <= packages
@@ -559,7 +612,14 @@ class TestReadme:
             "json-file",
         ):
             assert needle in deploy, needle
-        for needle in ("railway.internal", "dns_sd_configs", "/ingest", "replica"):
+        for needle in (
+            "railway.internal",
+            "dns_sd_configs",
+            "/ingest",
+            "replica",
+            "LOG_FORWARD_URL",
+            "RAILWAY_RUN_UID",
+        ):
             assert needle in railway, needle
 
 

@@ -208,18 +208,23 @@ def wait_for(check, timeout: float, interval: float = 2.0):
 
 
 def test_config_differs_from_the_project_only_in_targets_and_rule_paths(tmp_path):
-    """The test runs deploy/prometheus/prometheus.yml itself: scrape interval, jobs, exemplars unchanged."""
+    """The test runs deploy/prometheus/prometheus.yml itself: scrape interval, jobs, exemplars unchanged.
+
+    Only the targets differ: static loopback ones replace compose's names and its DNS discovery of
+    `gateway-replicas` (a name that does not resolve outside compose).
+    """
     original = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     ports = {"gateway": 1, "admin": 2, "log-shipper": 3, "prometheus": 4, "loki": "loki:3100", "tempo": 6}
     rewritten = rewrite_config(original, ports, PROMETHEUS_CONFIG.parent)
     assert rewritten["global"] == original["global"]
     assert rewritten["global"]["scrape_interval"] == "15s"
     assert rewritten["storage"] == original["storage"]
+    targets = {"static_configs", "dns_sd_configs"}
     for before, after in zip(original["scrape_configs"], rewritten["scrape_configs"], strict=True):
-        # Discovery (dns_sd_configs: the compose replicas) becomes the loopback target; nothing else changes.
-        assert {k: v for k, v in before.items() if k not in TARGETS} == {
-            k: v for k, v in after.items() if k not in TARGETS
+        assert {k: v for k, v in before.items() if k not in targets} == {
+            k: v for k, v in after.items() if k not in targets
         }
+        assert "dns_sd_configs" not in after
     assert [Path(path).name for path in rewritten["rule_files"]] == original["rule_files"]
     assert "--enable-feature=exemplar-storage" in compose_flags()
 

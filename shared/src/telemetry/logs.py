@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from telemetry.redaction import MASK, is_secret_name
 if TYPE_CHECKING:
     from loguru import Message, Record, RecordException
 
+    from telemetry.forwarder import LogForwarder
     from telemetry.settings import TelemetrySettings
 
 # Loggers whose records we route into our sink; uvicorn's own access log is replaced by ours.
@@ -56,18 +58,38 @@ class JsonSink:
         self._service = service
         self._stream = stream
         self._encoder = msgspec.json.Encoder()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held for each line's write; the log forwarder's `offer` relies on it too."""
         self._min_level = LEVEL_NUMBERS[level]
         self._second = -1
         self._second_text = ""
+        self._forward: Callable[[bytes], None] | None = None
+        self._forwarder: LogForwarder | None = None
+
+    def forward_to(self, forwarder: LogForwarder | None) -> None:
+        """Also hand every line written from now on to `forwarder` (None: stdout only again)."""
+        with self.lock:
+            self._forwarder = forwarder
+            self._forward = forwarder.offer if forwarder is not None else None
 
     def __call__(self, message: Message) -> None:
         """Encode and write one loguru record."""
-        line = self._encoder.encode(self.build(message.record))
-        self.write_bytes(line + b"\n")
+        record = message.record
+        line = self._encoder.encode(self.build(record))
+        # What the forwarder's own thread logs (its reports, httpx) stays on stdout: no feedback loop.
+        forwarder = self._forwarder
+        forward = forwarder is None or record["thread"].id != forwarder.thread_id
+        self.write_bytes(line + b"\n", forward=forward)
 
     def write_event(
-        self, level: str, message: str, fields: dict[str, Any], trace_id: str | None, span_id: str | None
+        self,
+        level: str,
+        message: str,
+        fields: dict[str, Any],
+        trace_id: str | None,
+        span_id: str | None,
+        *,
+        forward: bool = True,
     ) -> None:
         """Write one line from pre-built fields (keys chosen by our code, so no secret masking needed)."""
         if LEVEL_NUMBERS[level] < self._min_level:
@@ -77,20 +99,30 @@ class JsonSink:
             line["trace_id"] = trace_id
             line["span_id"] = span_id
         line["message"] = message
-        self.write_bytes(self._encoder.encode(line) + b"\n")
+        self.write_bytes(self._encoder.encode(line) + b"\n", forward=forward)
 
-    def write_bytes(self, data: bytes) -> None:
-        """Write whole lines: to the stream given, else straight to file descriptor 1 (no buffering)."""
-        with self._lock:
+    def write_local(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        """Write one line to stdout only, never forwarded (the forwarder's own reports)."""
+        self.write_event(level, message, fields, None, None, forward=False)
+
+    def write_bytes(self, data: bytes, *, forward: bool = True) -> None:
+        """Write whole lines: to the stream given, else straight to file descriptor 1 (no buffering).
+
+        With forwarding on, the same bytes are then queued for the log-shipper (under this lock, which
+        the forwarder's queue counters rely on).
+        """
+        with self.lock:
             if self._stream is not None:
                 self._stream.write(data)
                 self._stream.flush()
-                return
-            written = os.write(1, data)
-            if written < len(data):  # a pipe may take part of a long line; write the rest
-                view = memoryview(data)[written:]
-                while view:
-                    view = view[os.write(1, view) :]
+            else:
+                written = os.write(1, data)
+                if written < len(data):  # a pipe may take part of a long line; write the rest
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(1, view) :]
+            if forward and self._forward is not None:
+                self._forward(data)
 
     def build(self, record: Record) -> dict[str, Any]:
         """The JSON object for `record`: base fields, extras (secrets masked), trace ids, message."""

@@ -109,12 +109,20 @@ LOG_SHIPPER = DiscardSource(
 LOG_FORWARDERS = DiscardSource(
     name="log forwarders",
     signal="logs",
-    # The services' own forwarders (LOG_FORWARD_URL) count drops as `<prefix>_dropped_lines_total`; the
-    # backends' jobs are left out so none of their counters can be mistaken for one.
+    # The services' own forwarders (LOG_FORWARD_URL) count drops as `log_forwarder_dropped_lines_total`
+    # (matched as any `<prefix>_dropped_lines_total`); the backends' jobs are left out so none of their
+    # counters can be mistaken for one.
     selector='{__name__=~".+_dropped_lines_total", __name__!="log_shipper_dropped_lines_total",'
     ' job!~"loki|tempo|prometheus"}',
     by=("reason", "job"),
-    fixes={"": "the log-shipper's /ingest is down or slow: check its /ready and LOG_FORWARD_URL"},
+    fixes={
+        "queue_full": "the log-shipper's /ingest was down or slow for longer than the queue holds: check its"
+        " /ready and LOG_FORWARD_URL, or raise LOG_FORWARD_MAX_LINES / LOG_FORWARD_MAX_BYTES",
+        "rejected": "the shipper refused a batch (4xx): read the service's `Log forwarding: the shipper"
+        " refused a batch` line; a 413 means LOG_FORWARD_BATCH_BYTES is above SHIPPER_INGEST_MAX_BYTES",
+        "shutdown": "lines still queued when the service stopped: the shipper was down at the time",
+        "": "the log-shipper's /ingest is down or slow: check its /ready and LOG_FORWARD_URL",
+    },
 )
 
 DISCARD_SOURCES = (TEMPO, LOKI, SPAN_EXPORTERS, LOG_SHIPPER, LOG_FORWARDERS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import CollectorRegistry
 
+    from telemetry.delivery import ForwardTransport
+    from telemetry.forwarder import LogForwarder
     from telemetry.settings import TelemetrySettings
 
 
@@ -38,6 +41,7 @@ class Telemetry:
     http: HttpMetrics
     tracer_provider: LeanTracerProvider
     log_sink: JsonSink
+    log_forwarder: LogForwarder | None = None
 
     @classmethod
     def create(
@@ -48,18 +52,43 @@ class Telemetry:
         exporter: SpanExporter | None = None,
         log_stream: IO[bytes] | None = None,
     ) -> Telemetry:
-        """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output."""
+        """Build the bundle and configure JSON logging; `exporter`/`log_stream` let tests capture output.
+
+        With `LOG_FORWARD_URL` set, the log sink's lines are forwarded there too (see `forward_logs`).
+        """
         log_sink = configure_logging(settings, log_stream)
         registry = registry if registry is not None else create_registry()
         tracer_provider = create_tracer_provider(settings, exporter)
         registry.register(SpanExportCollector(tracer_provider))
-        return cls(
+        telemetry = cls(
             settings=settings,
             registry=registry,
             http=HttpMetrics(registry, settings.app_name),
             tracer_provider=tracer_provider,
             log_sink=log_sink,
         )
+        if settings.log_forward_url is not None:
+            telemetry.forward_logs()
+        return telemetry
+
+    def forward_logs(self, transport: ForwardTransport | None = None) -> LogForwarder | None:
+        """Send every line the log sink writes through `transport` too (default: to `LOG_FORWARD_URL`).
+
+        Lines queue from now on; the worker runs while the lifespan does. Its metrics join the registry.
+        """
+        if self.log_forwarder is not None:
+            msg = "log forwarding is already on"
+            raise RuntimeError(msg)
+        # Imported here: the HTTP transport brings httpx (~0.15 s of start-up CPU) that stdout-only services
+        # never need.
+        from telemetry.forwarder import create_forwarder  # noqa: PLC0415
+
+        sink = self.log_sink
+        forwarder = create_forwarder(self.settings, self.registry, sink.write_local, transport, sink.lock)
+        if forwarder is not None:
+            self.log_forwarder = forwarder
+            sink.forward_to(forwarder)
+        return forwarder
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -68,18 +97,25 @@ class Telemetry:
 
     @asynccontextmanager
     async def lifespan(self, _app: Litestar) -> AsyncIterator[None]:
-        """Freeze the start-up heap for the GC; at shutdown, flush spans within a bound.
+        """Freeze the start-up heap for the GC; run the log forwarder; at shutdown, flush both, bounded.
 
         Spans waiting for their batch outlive their request, so the cyclic GC runs while serving; frozen,
-        the ~50k objects of imports and app set-up are no longer traversed by each full collection. The
-        flush is bounded so a dead Tempo cannot hold the process.
+        the ~50k objects of imports and app set-up are no longer traversed by each full collection. Spans
+        and forwarded lines are flushed side by side, each within its own bound (3 s), so a dead Tempo or
+        log-shipper cannot hold the process; the event loop keeps running meanwhile.
         """
         gc.collect()  # garbage that exists now would otherwise be frozen with the rest, for good
         gc.freeze()
+        forwarder = self.log_forwarder
+        if forwarder is not None:
+            forwarder.start()
         try:
             yield
         finally:
-            shutdown_tracer_provider(self.tracer_provider)
+            flushes = [asyncio.to_thread(shutdown_tracer_provider, self.tracer_provider)]
+            if forwarder is not None:
+                flushes.append(asyncio.to_thread(forwarder.close, partial(self.log_sink.forward_to, None)))
+            await asyncio.gather(*flushes)
 
 
 def instrument(app: Litestar, telemetry: Telemetry) -> Litestar:

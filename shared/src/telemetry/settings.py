@@ -34,7 +34,7 @@ S = TypeVar("S", bound="TelemetrySettings")
 # Values normalised before validation, so `LOG_LEVEL=info` and `OTEL_TRACES_SAMPLER=AlwaysOn`-style
 # capitalisation errors do not stop a deploy for a matter of case.
 _UPPERCASED = frozenset({"LOG_LEVEL"})
-_LOWERCASED = frozenset({"OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL"})
+_LOWERCASED = frozenset({"OTEL_TRACES_SAMPLER", "OTEL_EXPORTER_OTLP_PROTOCOL", "LOG_FORWARD_GZIP"})
 
 
 class SettingsError(ValueError):
@@ -86,6 +86,26 @@ class TelemetrySettings(
     """Spans held for export; beyond it new spans are dropped rather than slow requests."""
     otel_bsp_max_export_batch_size: Annotated[int, msgspec.Meta(gt=0, le=100_000)] = 512
     """Spans per export request."""
+    log_forward_url: HttpUrl | None = None
+    """The log-shipper's `POST /ingest`: every JSON line also goes there in batches (unset: stdout only)."""
+    log_forward_max_lines: Annotated[int, msgspec.Meta(gt=0, le=10_000_000)] = 20_000
+    """Lines waiting to be forwarded at most (the shipper slow or down); beyond it new ones are dropped."""
+    log_forward_max_bytes: Annotated[int, msgspec.Meta(ge=65_536, le=1024**3)] = 16 * 1024 * 1024
+    """... and their bytes at most."""
+    log_forward_gzip: Literal["auto", "true", "false"] = "auto"
+    """Compress batches: `auto` only when the shipper is reached over a public network, where it pays."""
+    log_forward_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=4 * 1024 * 1024)] = 512 * 1024
+    """A batch is sent once its lines reach this many bytes (keep it under `SHIPPER_INGEST_MAX_BYTES`)."""
+    log_forward_flush_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    """... or once this long has passed: the longest a line waits while the shipper answers."""
+    log_forward_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
+    """Bound on one POST."""
+    log_forward_retry_min_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
+    """First retry delay after a connection error, 429 or 5xx; doubles per attempt (with jitter)."""
+    log_forward_retry_max_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    """Longest retry delay, and the cap on an honoured `Retry-After`."""
+    log_forward_shutdown_seconds: Annotated[float, msgspec.Meta(gt=0, le=3)] = 3.0
+    """Bound on the final flush at shutdown; what is left then is counted as dropped (`shutdown`)."""
 
 
 def check_url(variable: str, url: str | None) -> None:

@@ -24,7 +24,7 @@ class TestRules:
 
     def test_allowlist(self):
         """The stack's prefixes and a few named variables are allowed; anything else is not."""
-        assert all(map(is_allowed, ["OTEL_X", "LOKI_URL", "PORT", "RAILWAY_SERVICE_NAME"]))
+        assert all(map(is_allowed, ["OTEL_X", "LOKI_URL", "PORT", "RAILWAY_SERVICE_NAME", "LOG_FORWARD_URL"]))
         assert not any(map(is_allowed, ["HOME", "AWS_SECRET_ACCESS_KEY", "PATH", "DATABASE_URL"]))
 
 

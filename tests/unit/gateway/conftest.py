@@ -32,7 +32,16 @@ def catalog_file(tmp_path: Path, upstream: FakeUpstream) -> Path:
     upstream_models = "\n".join(
         f'[[providers.models]]\nid = "{model}"\n'
         "prompt_price = 0.5\ncompletion_price = 0.25\nmax_output_tokens = 16\n"
-        for model in ("up-ok", "up-500", "up-slow", "up-bad-json", "up-429", "up-400", "up-stream-break")
+        for model in (
+            "up-ok",
+            "up-500",
+            "up-slow",
+            "up-bad-json",
+            "up-429",
+            "up-400",
+            "up-stream-break",
+            "up-paced",
+        )
     )
     path.write_text(
         f"""

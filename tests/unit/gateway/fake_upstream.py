@@ -14,6 +14,11 @@ import msgspec
 from support.processes import free_port
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+PACED_FIRST_TEXT = 0.4
+"""`up-paced`: seconds from the request to its first text (TTFT lands in the (0.3, 0.5] bucket)."""
+PACED_TEXTS = 5
+PACED_INTERVAL = 0.08
+"""Seconds between its texts: TPOT = 4 x 0.08 / (5 - 1) = 0.08, in the (0.075, 0.1] bucket."""
 
 
 def _completion(model: str) -> bytes:
@@ -111,6 +116,8 @@ class FakeUpstream:
             return self._send(writer, 400, b'{"error": {"message": "context too long"}}')
         if model == "up-bad-json":
             return self._send(writer, 200, b'{"choices": [ this is not json')
+        if request.get("stream") and model == "up-paced":
+            return await self._paced(model, writer)
         if request.get("stream"):
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
             for word in ("one", " two", " three"):
@@ -124,6 +131,23 @@ class FakeUpstream:
             await writer.drain()
             return False
         return self._send(writer, 200, _completion(model))
+
+    async def _paced(self, model: str, writer: asyncio.StreamWriter) -> bool:
+        """A stream with known timing: the role chunk at once, the first text after PACED_FIRST_TEXT
+        seconds, then PACED_TEXTS - 1 more PACED_INTERVAL apart; usage says PACED_TEXTS completion tokens."""
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        writer.write(_chunk(model, ""))
+        await writer.drain()
+        await asyncio.sleep(PACED_FIRST_TEXT)
+        for index in range(PACED_TEXTS):
+            if index:
+                await asyncio.sleep(PACED_INTERVAL)
+            writer.write(_chunk(model, f" w{index}"))
+            await writer.drain()
+        usage = {"prompt_tokens": 11, "completion_tokens": PACED_TEXTS, "total_tokens": 11 + PACED_TEXTS}
+        writer.write(_chunk(model, None, usage=usage) + b"data: [DONE]\n\n")
+        await writer.drain()
+        return False
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, status: int, body: bytes) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 from gateway_testing import AUTH, UPSTREAM_KEY, chat, sse_events
+
+from gateway.routes.chat import read_body
+from telemetry.errors import ApiError
 
 URL = "/v1/chat/completions"
 
@@ -162,6 +167,52 @@ class TestRequestErrors:
         """A body that is not JSON is a 400."""
         response = client.post(URL, content=b"{nope", headers=AUTH)
         assert response.status_code == 400
+
+    def test_body_over_the_bound_is_413(self, client):
+        """A body over 10,000,000 bytes is a 413 in the OpenAI shape, nothing charged or called."""
+        content = (
+            b'{"model": "echo", "messages": [{"role": "user", "content": "' + b"x" * 10_000_000 + b'"}]}'
+        )
+        response = client.post(URL, content=content, headers=AUTH)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+
+
+class TestReadBody:
+    """`read_body` straight from ASGI receive, as uvicorn delivers a body: in one message or several."""
+
+    class Receiving:
+        def __init__(self, messages):
+            self.messages = list(messages)
+
+        async def receive(self):
+            return self.messages.pop(0)
+
+    def read(self, messages, limit=100):
+        return asyncio.run(read_body(self.Receiving(messages), limit))  # type: ignore[arg-type]
+
+    def test_one_message(self):
+        """The usual case: the whole body in one message."""
+        assert self.read([{"type": "http.request", "body": b"abc", "more_body": False}]) == b"abc"
+
+    def test_several_messages_are_joined(self):
+        """A body split over messages comes back whole, in order."""
+        parts = [{"type": "http.request", "body": b"ab", "more_body": True}] * 2
+        assert self.read([*parts, {"type": "http.request", "body": b"c"}]) == b"ababc"
+
+    def test_over_the_limit_in_parts(self):
+        """The bound counts every part; past it, 413."""
+        parts = [{"type": "http.request", "body": b"x" * 60, "more_body": True}] * 2
+        with pytest.raises(ApiError) as raised:
+            self.read(parts)
+        assert raised.value.status_code == 413
+
+    def test_client_gone_mid_body(self):
+        """A disconnect before the last part is a 400, never a truncated body decoded."""
+        messages = [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.disconnect"}]
+        with pytest.raises(ApiError) as raised:
+            self.read(messages)
+        assert raised.value.status_code == 400
 
     @pytest.mark.parametrize(
         "headers", [{}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic x"}]

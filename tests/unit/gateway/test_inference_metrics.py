@@ -226,3 +226,62 @@ class TestSpansAndLogs:
             format(span.context.span_id, "016x"),
         )
         assert int(flags, 16) & 1  # sampled
+
+
+class TestStreamLatency:
+    """`up-paced` streams with known timing: role chunk at once, text after 0.4 s, then 0.08 s apart."""
+
+    @pytest.fixture
+    def streamed(self, client):
+        response = client.post(URL, json=chat("up-paced", stream=True), headers=AUTH)
+        assert response.status_code == 200
+        assert response.text.endswith("data: [DONE]\n\n")
+        return response
+
+    def test_histograms_land_in_the_right_buckets(self, streamed, gateway_telemetry):
+        """TTFT ~0.4 s is in (0.3, 0.5]; TPOT 0.08 s in (0.075, 0.1]; one observation each, none for a
+        non-streamed call."""
+        labels = {"provider": "upstream", "model": "up-paced"}
+
+        def bucket(name, le):
+            return sample(gateway_telemetry, f"{name}_bucket", **labels, le=le)
+
+        ttft = "model_inference_time_to_first_token_seconds"
+        tpot = "model_inference_time_per_output_token_seconds"
+        assert (bucket(ttft, "0.3"), bucket(ttft, "0.5"), bucket(ttft, "+Inf")) == (0.0, 1.0, 1.0)
+        assert (bucket(tpot, "0.075"), bucket(tpot, "0.1"), bucket(tpot, "+Inf")) == (0.0, 1.0, 1.0)
+        assert 0.4 <= sample(gateway_telemetry, f"{ttft}_sum", **labels) < 0.5
+
+    def test_non_streamed_calls_record_no_stream_latency(self, client, gateway_telemetry):
+        """A whole answer has no honest time to first token: nothing is observed for it."""
+        client.post(URL, json=chat("up-ok"), headers=AUTH)
+        labels = {"provider": "upstream", "model": "up-ok"}
+        for name in ("time_to_first_token", "time_per_output_token"):
+            assert sample(gateway_telemetry, f"model_inference_{name}_seconds_count", **labels) == 0.0
+
+    def test_exemplar_carries_the_trace_id(self, streamed, client, span_exporter, gateway_telemetry):
+        """Scraped as OpenMetrics, the TTFT bucket carries the request's trace id as an exemplar."""
+        text = client.get("/metrics", headers=OPENMETRICS).text
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("model_inference_time_to_first_token_seconds_bucket")
+            and 'model="up-paced"' in line
+            and 'le="0.5"' in line
+        )
+        gateway_telemetry.tracer_provider.force_flush()
+        span = next(s for s in span_exporter.get_finished_spans() if s.name == "chat up-paced")
+        assert f'trace_id="{span.context.trace_id:032x}"' in line
+
+    def test_span_and_log_line_carry_the_figures(
+        self, streamed, gateway_telemetry, span_exporter, log_capture
+    ):
+        """The provider span has the GenAI time to first chunk and our TTFT/TPOT; the line ttft_ms/tpot_ms."""
+        gateway_telemetry.tracer_provider.force_flush()
+        span = next(s for s in span_exporter.get_finished_spans() if s.name == "chat up-paced")
+        assert span.attributes["gen_ai.response.time_to_first_chunk"] < 0.2  # the role chunk came at once
+        assert 0.4 <= span.attributes["gatewayz.time_to_first_token"] < 0.5
+        assert 0.075 < span.attributes["gatewayz.time_per_output_token"] <= 0.1
+        line = next(line for line in log_capture.lines() if line["message"] == "Inference completed")
+        assert 400 <= line["ttft_ms"] < 500
+        assert 75 < line["tpot_ms"] <= 100

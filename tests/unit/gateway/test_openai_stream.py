@@ -32,6 +32,9 @@ class ScriptedBody:
         self.error = error
         self.closed_with: bool | None = None
 
+    def piece_reader(self):
+        return self.next_piece
+
     async def next_piece(self) -> bytes | None:
         await asyncio.sleep(0)
         if self.pieces:
@@ -54,7 +57,9 @@ def request(*, include_usage: bool = False) -> object:
 async def relay(body: ScriptedBody, *, include_usage: bool = False) -> tuple[list[bytes], OpenAIStream]:
     stream = OpenAIStream("up", body, request(include_usage=include_usage), MODEL)  # type: ignore[arg-type]
     await stream.prime()
-    blocks = [block async for block in stream.events()]
+    blocks = []
+    while (block := await stream.next_block()) is not None:
+        blocks.append(block)
     await stream.aclose()
     return blocks, stream
 
@@ -125,7 +130,7 @@ class TestFailures:
             got: list[bytes] = []
 
             async def read_all() -> None:
-                async for block in stream.events():
+                while (block := await stream.next_block()) is not None:
                     got.append(block)
 
             with pytest.raises(ProviderUnavailableError, match="malformed chunk"):

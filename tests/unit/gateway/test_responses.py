@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -46,39 +45,49 @@ class TestJsonAnswer:
         assert body == {"type": "http.response.body", "body": b'{"a": 1}', "more_body": False}
 
 
+class ScriptedRelay:
+    """A relay that hands out `blocks`, then (with `stall`) waits as a slow upstream; records its close."""
+
+    def __init__(self, blocks: list[bytes], *, stall: bool = False) -> None:
+        self.blocks = list(blocks)
+        self.stall = stall
+        self.seen: list[str] = []
+
+    async def next_block(self) -> bytes | None:
+        if self.blocks:
+            return self.blocks.pop(0)
+        if self.stall:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.seen.append("cancelled")
+                raise
+        return None
+
+    async def close(self, *, interrupted: bool) -> None:
+        await asyncio.sleep(0)  # closing may await (settlement), also after a cancellation
+        self.seen.append(f"closed interrupted={interrupted}")
+
+
 class TestEventStream:
     def test_sends_every_block_then_ends_the_body(self):
-        """An SSE head, each block as its own body message, then an empty final one."""
-
-        async def events() -> AsyncIterator[bytes]:
-            yield b"data: 1\n\n"
-            yield b"data: 2\n\n"
-
+        """An SSE head, each block as its own body message, an empty final one; the relay closed once."""
+        relay = ScriptedRelay([b"data: 1\n\n", b"data: 2\n\n"])
         client = Client()
-        asyncio.run(EventStream(events())({}, client.receive, client.send))
+        asyncio.run(EventStream(relay)({}, client.receive, client.send))
         assert client.sent[0]["headers"][0] == (b"content-type", b"text/event-stream")
         assert [m["body"] for m in client.sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""]
         assert client.sent[-1]["more_body"] is False
+        assert relay.seen == ["closed interrupted=False"]
 
     def test_client_leaving_stops_the_stream_cleanly(self):
-        """A disconnect while waiting for the upstream ends the iterator (its clean-up runs, seeing the
-        cancellation) and the app returns normally: no error for the server to log."""
-        seen: list[str] = []
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield b"data: first\n\n"
-                await asyncio.sleep(30)  # the upstream is slow; the client gives up meanwhile
-                yield b"never"
-            except asyncio.CancelledError:
-                seen.append("cancelled")
-                raise
-            finally:
-                seen.append("cleaned up")
+        """A disconnect while waiting for the upstream cancels the wait, closes the relay as interrupted,
+        and the app returns normally: no error for the server to log."""
+        relay = ScriptedRelay([b"data: first\n\n"], stall=True)
 
         async def scenario() -> None:
             client = Client()
-            app = asyncio.ensure_future(EventStream(events())({}, client.receive, client.send))
+            app = asyncio.ensure_future(EventStream(relay)({}, client.receive, client.send))
             await asyncio.sleep(0.05)
             client.leave()
             await asyncio.wait_for(app, 2)  # returns, does not raise
@@ -86,22 +95,19 @@ class TestEventStream:
             assert not app.cancelled()
 
         asyncio.run(scenario())
-        assert seen == ["cancelled", "cleaned up"]
+        assert relay.seen == ["cancelled", "closed interrupted=True"]
 
     def test_a_cancellation_from_elsewhere_propagates(self):
-        """Server shutdown cancelling the task is not swallowed."""
-
-        async def events() -> AsyncIterator[bytes]:
-            yield b"data: first\n\n"
-            await asyncio.sleep(30)
-            yield b"never"
+        """Server shutdown cancelling the task is not swallowed; the relay is still closed."""
+        relay = ScriptedRelay([b"data: first\n\n"], stall=True)
 
         async def scenario() -> None:
             client = Client()
-            app = asyncio.ensure_future(EventStream(events())({}, client.receive, client.send))
+            app = asyncio.ensure_future(EventStream(relay)({}, client.receive, client.send))
             await asyncio.sleep(0.05)
             app.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await app
 
         asyncio.run(scenario())
+        assert relay.seen == ["cancelled", "closed interrupted=True"]

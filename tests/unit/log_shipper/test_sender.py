@@ -12,8 +12,9 @@ from log_shipper.batch import Batch, push_parts
 from log_shipper.labels import StreamLabels
 from log_shipper.loki import Outcome, PushResult
 from log_shipper.parser import LineParser
-from log_shipper.sender import Backoff, SpoolSender
+from log_shipper.sender import SpoolSender
 from log_shipper.spool import Spool, write_durably
+from telemetry.retry import Backoff
 
 
 class FakePusher:

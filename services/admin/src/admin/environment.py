@@ -18,6 +18,7 @@ ALLOWED_PREFIXES = (
     "PROMETHEUS_",
     "SHIPPER_",
     "LOG_SHIPPER_",
+    "LOG_FORWARD_",
     "ADMIN_",
 )
 """Variables of the stack's own families are shown (masked where secret)."""

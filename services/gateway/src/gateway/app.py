@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from loguru import logger
 
 from gateway.cache import COMPLETIONS_CACHE, Cache, CompletionCache, InProcessCache
+from gateway.direct_route import serve_directly
 from gateway.inference import InferenceService
 from gateway.inference_metrics import InferenceMetrics
 from gateway.keys import KeyGuard
@@ -140,6 +141,7 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
         openapi_config=OpenAPIConfig(title="Gatewayz API", version=settings.service_version),
     )
     app.state.telemetry = telemetry
+    serve_directly(app, "/v1/chat/completions")
     return instrument(app, telemetry)
 
 

@@ -9,7 +9,7 @@ from typing import Final
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Gauge
 
-from gateway.providers.base import CallStatus
+from gateway.providers.base import CallStatus, StreamLatency
 from gateway.providers.catalog import Catalog
 from gateway.providers.health import ProviderHealth
 from telemetry.loop_metrics import (
@@ -34,6 +34,27 @@ STATUSES: tuple[CallStatus, ...] = (
 )
 # LLM calls take from tens of milliseconds to minutes.
 INFERENCE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0)
+# Time to first token: a cached prefix answers in tens of ms, a long prompt on a busy model in tens of s.
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0)
+# Time per output token: ~1 ms (small models on big GPUs) to ~0.5 s (overloaded or huge models).
+TPOT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+)
 
 Exemplar = str | None
 """The trace id an observation's exemplar points at; None for an unsampled span."""
@@ -63,6 +84,8 @@ class _ModelInstruments:
     prompt_tokens: CounterChild
     completion_tokens: CounterChild
     credits: CounterChild
+    time_to_first_token: HistogramChild
+    time_per_output_token: HistogramChild
 
 
 class InferenceMetrics:
@@ -95,6 +118,20 @@ class InferenceMetrics:
         )
         self.credits = LoopCounter(
             "credits_used", "Credits charged to users.", ["provider", "model"], registry
+        )
+        self.time_to_first_token = LoopHistogram(
+            "model_inference_time_to_first_token_seconds",
+            "Streamed calls: seconds from the call's start to the first chunk carrying text.",
+            ["provider", "model"],
+            registry,
+            TTFT_BUCKETS,
+        )
+        self.time_per_output_token = LoopHistogram(
+            "model_inference_time_per_output_token_seconds",
+            "Streamed calls: seconds per output token after the first (last text - first) / (tokens - 1).",
+            ["provider", "model"],
+            registry,
+            TPOT_BUCKETS,
         )
         availability = Gauge(
             "provider_availability",
@@ -139,6 +176,8 @@ class InferenceMetrics:
             prompt_tokens=self.tokens.labels(provider, model, "prompt"),
             completion_tokens=self.tokens.labels(provider, model, "completion"),
             credits=self.credits.labels(provider, model),
+            time_to_first_token=self.time_to_first_token.labels(provider, model),
+            time_per_output_token=self.time_per_output_token.labels(provider, model),
         )
 
     def _for(self, provider: str, model: str) -> _ModelInstruments:
@@ -176,3 +215,13 @@ class InferenceMetrics:
             instruments.completion_tokens.inc(completion_tokens, exemplar)
         if charged_credits:
             instruments.credits.inc(charged_credits, exemplar)
+
+    def record_stream_latency(
+        self, provider: str, model: str, latency: StreamLatency, exemplar: Exemplar = None
+    ) -> None:
+        """Observe a streamed call's time to first token and time per output token, where measured."""
+        instruments = self._for(provider, model)
+        if latency.first_token is not None:
+            instruments.time_to_first_token.observe(latency.first_token, exemplar)
+        if latency.per_output_token is not None:
+            instruments.time_per_output_token.observe(latency.per_output_token, exemplar)

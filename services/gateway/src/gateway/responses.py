@@ -10,7 +10,7 @@ these instead (a handler annotated `-> ASGIApp` is passed through as it is): mea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from typing import Protocol
 
 from litestar.types import Receive, ReceiveMessage, Scope, Send
 
@@ -34,20 +34,30 @@ class JsonAnswer:
         await send({"type": "http.response.body", "body": self._body, "more_body": False})
 
 
+class Relay(Protocol):
+    """Where an `EventStream` takes its blocks from (`gateway.inference.StreamRelay`)."""
+
+    async def next_block(self) -> bytes | None:
+        """The next block to send; None at the end."""
+        ...
+
+    async def close(self, *, interrupted: bool) -> None:
+        """Called once, after the last block or when the stream stops early (`interrupted`)."""
+        ...
+
+
 class EventStream:
-    """`text/event-stream` from an async iterator of blocks; a client that disconnects ends the iteration.
+    """`text/event-stream` from a relay's blocks; a client that disconnects stops the relay.
 
     One plain task waits on `receive` for the disconnect and cancels the streaming task when it comes; that
     cancellation is ours, so it is taken back (`Task.uncancel`) and the app returns normally, as after a
-    complete stream: the iterator's own clean-up (settling credits, the inference line) runs either way.
+    complete stream: the relay is closed (credits settled, the inference line written) either way.
     """
 
-    __slots__ = ("_events", "_headers")
+    __slots__ = ("_headers", "_relay")
 
-    def __init__(
-        self, events: AsyncIterator[bytes], extra_headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        self._events = events
+    def __init__(self, relay: Relay, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self._relay = relay
         self._headers = [*_SSE_HEADERS, *extra_headers] if extra_headers else _SSE_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 - ASGI's signature
@@ -59,19 +69,20 @@ class EventStream:
 
         def on_message(message: asyncio.Future[ReceiveMessage]) -> None:
             nonlocal left
-            if (
-                not message.cancelled()
-                and message.exception() is None
-                and message.result()["type"] == "http.disconnect"
-            ):
+            if message.cancelled() or message.exception() is not None:
+                return
+            if message.result()["type"] == "http.disconnect":
                 left = True
                 task.cancel()
 
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(on_message)
+        relay = self._relay
+        interrupted = True
         try:
-            async for block in self._events:
+            while (block := await relay.next_block()) is not None:
                 await send({"type": "http.response.body", "body": block, "more_body": True})
+            interrupted = False
         except asyncio.CancelledError:
             if not left:
                 raise
@@ -80,12 +91,5 @@ class EventStream:
         finally:
             watcher.remove_done_callback(on_message)
             watcher.cancel()
-            await _close(self._events)
+            await relay.close(interrupted=interrupted)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _close(events: AsyncIterator[bytes]) -> None:
-    """Run an async generator's clean-up now (not whenever the GC finds it)."""
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()

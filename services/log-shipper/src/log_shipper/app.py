@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from log_shipper.sender import Pusher
 from log_shipper.settings import ShipperSettings
 from log_shipper.shipper import LogShipper
 from log_shipper.sources.http import ingest_route
+from log_shipper.sources.own import OwnLogTransport
 from telemetry import Telemetry, health, instrument, load_settings_or_exit, metrics_endpoint
 from telemetry.errors import EXCEPTION_HANDLERS
 
@@ -32,9 +34,15 @@ def create_app(
     settings = settings if settings is not None else load_settings_or_exit(ShipperSettings)
     telemetry = telemetry if telemetry is not None else Telemetry.create(settings)
     shipper = LogShipper(settings, telemetry.registry, pusher)
+    own_logs = None
+    if settings.shipper_own_logs:
+        own_logs = OwnLogTransport(shipper.batcher, settings.service_name)
+        telemetry.forward_logs(own_logs)
 
     @asynccontextmanager
     async def run_shipper(_app: Litestar) -> AsyncIterator[None]:
+        if own_logs is not None:
+            own_logs.bind(asyncio.get_running_loop())
         await shipper.start()
         try:
             yield

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import email.utils
 import http.client
 import socket
 import time
@@ -18,6 +17,7 @@ from enum import Enum
 from log_shipper.batch import is_protobuf
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.settings import ShipperSettings
+from telemetry.retry import parse_retry_after
 
 
 class Outcome(Enum):
@@ -57,22 +57,6 @@ def auth_headers(settings: ShipperSettings) -> dict[str, str]:
     elif settings.loki_bearer_token:
         headers["Authorization"] = f"Bearer {settings.loki_bearer_token}"
     return headers
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def snappy_parts(parts: Sequence[bytes]) -> bytes:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-SOURCES = ("stdin", "file", "http")
+SOURCES = ("stdin", "file", "http", "own")
 DROP_REASONS = ("spool_full", "loki_rejected", "too_large", "loki_disabled", "spool_unreadable")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -14,6 +13,7 @@ from log_shipper.batch import is_protobuf, push_parts, split_body
 from log_shipper.loki import Outcome, PushResult
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.spool import Segment, Spool
+from telemetry.retry import Backoff
 from telemetry.throttle import LogThrottle
 
 
@@ -23,27 +23,6 @@ class Pusher(Protocol):
     async def push(self, parts: Sequence[bytes]) -> PushResult:
         """Push the uncompressed body that `parts` make together."""
         ...
-
-
-class Backoff:
-    """Exponential delays with jitter: `minimum` doubling up to `maximum`, each drawn in [½·d, d]."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self.minimum = minimum
-        self.maximum = maximum
-        self.attempt = 0
-
-    def next(self, retry_after: float | None = None) -> float:
-        """The delay before the next attempt; an honoured `Retry-After` when Loki sent one (capped)."""
-        ceiling = min(self.maximum, self.minimum * 2**self.attempt)
-        self.attempt += 1
-        if retry_after is not None:
-            return min(self.maximum, retry_after)
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-
-    def reset(self) -> None:
-        """After a success."""
-        self.attempt = 0
 
 
 class SpoolSender:

@@ -77,3 +77,11 @@ class ShipperSettings(
     """How often idle files are checked for new lines, rotation and truncation."""
     shipper_shutdown_timeout_seconds: Seconds = 5.0
     """Bound on the final flush and push at shutdown; what is left stays in the spool."""
+    shipper_own_logs: bool = False
+    """Ship its own JSON lines too, straight into its batcher (on Railway nothing reads its stdout)."""
+
+    def __post_init__(self) -> None:
+        """Its own lines go either into its own spool or to another shipper, not both."""
+        if self.shipper_own_logs and self.log_forward_url is not None:
+            msg = "SHIPPER_OWN_LOGS=true and LOG_FORWARD_URL are exclusive: set one"
+            raise ValueError(msg)

@@ -21,11 +21,12 @@ from log_shipper.loki import LokiClient
 from log_shipper.metrics import ShipperMetrics
 from log_shipper.parser import LineParser
 from log_shipper.positions import Positions
-from log_shipper.sender import Backoff, Pusher, SpoolSender
+from log_shipper.sender import Pusher, SpoolSender
 from log_shipper.settings import ShipperSettings
 from log_shipper.sources.files import FileTailer, parse_file_specs
 from log_shipper.sources.stdin import StdinSource
 from log_shipper.spool import Segment, Spool
+from telemetry.retry import Backoff
 
 POSITIONS_FILE = "positions.json"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -70,19 +69,70 @@ class Completion:
     response_model: str
 
 
+@dataclass(slots=True)
+class StreamTiming:
+    """When a stream's chunks arrived (`perf_counter` seconds; None until it happened)."""
+
+    first_chunk: float | None = None
+    """The first chunk of any kind (often the role, no text yet)."""
+    first_token: float | None = None
+    """The first chunk carrying generated text."""
+    last_token: float | None = None
+    """The latest chunk carrying generated text."""
+
+    def saw_text(self, now: float) -> None:
+        """A chunk with text arrived at `now`."""
+        if self.first_token is None:
+            self.first_token = now
+        self.last_token = now
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLatency:
+    """What the user of a stream waited: for the first chunk and text, and between tokens (seconds)."""
+
+    first_chunk: float | None
+    first_token: float | None
+    """Time to first token (TTFT): from the call's start to the first text."""
+    per_output_token: float | None
+    """Time per output token (TPOT) after the first: (last text - first text) / (completion tokens - 1)."""
+
+    @classmethod
+    def measure(cls, started: float, timing: StreamTiming, completion_tokens: int) -> StreamLatency:
+        """The latencies of a call that started at `started` (perf_counter); None where not observed."""
+        first, last = timing.first_token, timing.last_token
+        per_token = None
+        if first is not None and last is not None and last > first and completion_tokens > 1:
+            per_token = (last - first) / (completion_tokens - 1)
+        return cls(
+            first_chunk=None if timing.first_chunk is None else timing.first_chunk - started,
+            first_token=None if first is None else first - started,
+            per_output_token=per_token,
+        )
+
+
 class CompletionStream(Protocol):
     """An opened stream: the first event has arrived, so it can no longer fail over."""
 
     prompt_tokens: int
     response_model: str
+    timing: StreamTiming
+
+    @property
+    def finished(self) -> bool:
+        """The upstream said it is done: the block last returned was the final one."""
+        ...
 
     @property
     def completion_tokens(self) -> int:
         """Completion tokens so far (the upstream's own count once it sent one)."""
         ...
 
-    def events(self) -> AsyncIterator[bytes]:
-        """SSE events (`data: {...}` and a blank line), no final `[DONE]`; counts update as they pass."""
+    async def next_block(self) -> bytes | None:
+        """The next SSE events to relay (`data: {...}` and a blank line each), as one block.
+
+        None at the end (no final `[DONE]`). Counts and timing update as they pass.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -1,10 +1,10 @@
 """A lean pooled HTTP/1.1 client for the upstream calls: asyncio transports and httptools' parser.
 
 Why not httpx or aiohttp: measured side by side on this path (`bench/http_clients.py`, one pooled client
-POSTing to `bench/openai_upstream.py` on loopback, uvloop, CPU 0), httpx cost ~1,500 µs of CPU per call at
-1 connection and ~4,100 µs at 32 (its pool scans every connection, asking each socket whether it is
-readable, on every request), aiohttp ~280 µs and ~230 µs; this client ~60 µs at either (figures and the
-command in BENCHMARKS.md, "Upstream HTTP client"). The gateway's whole budget is 500 µs a request.
+POSTing to `bench/openai_upstream.py` on loopback, uvloop, CPU 0), httpx cost ~1,700 µs of CPU per call at
+1 connection and ~4,200 µs at 32 (its pool scans every connection, asking each socket whether it is
+readable, on every request), aiohttp ~340 µs and ~240 µs; this client ~105 µs and ~40 µs (figures and the
+command in BENCHMARKS.md, "The upstream HTTP client"). The gateway's whole budget is 500 µs a request.
 
 What it does, and nothing more: one request at a time per connection (no pipelining); connections kept
 alive per origin and reused most-recent-first; idle ones closed after `keepalive_seconds` (a NAT or load
@@ -27,7 +27,7 @@ import re
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import certifi
@@ -440,6 +440,10 @@ class Response:
                 raise BodyTooLargeError(f"body larger than {limit} bytes")
             parts.append(piece)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def piece_reader(self) -> Callable[[], Awaitable[bytes | None]]:
+        """`next_piece`, or the connection's own reader when there is nothing to decode (one call less)."""
+        return self._connection.next_body if self._decoder is None else self.next_piece
 
     async def next_piece(self) -> bytes | None:
         """The next piece of the body as it arrives (decoded), None at its end."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from opentelemetry.trace import Span
 
-from gateway.providers.base import Completion, ProviderUnavailableError
+from gateway.providers.base import Completion, ProviderUnavailableError, StreamTiming
 from gateway.providers.catalog import ModelConfig
 from gateway.schema import (
     ENCODER,
@@ -151,6 +151,13 @@ class LocalStream:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
         self.response_model = model.id
+        self.timing = StreamTiming()
+        self.finished = False
+        self._events = self.events()
+
+    async def next_block(self) -> bytes | None:
+        """The next chunk, None after the last."""
+        return await anext(self._events, None)
 
     async def events(self) -> AsyncIterator[bytes]:
         """Role chunk, content chunks, the finish chunk and, when asked, a usage chunk."""
@@ -167,11 +174,13 @@ class LocalStream:
             )
             return b"data: " + ENCODER.encode(chunk) + b"\n\n"
 
+        self.timing.first_chunk = time.perf_counter()
         yield event(Delta(role="assistant", content=""))
         for index, piece in enumerate(pieces):
             if delay:
                 await asyncio.sleep(delay)
             self.completion_tokens += len(piece)
+            self.timing.saw_text(time.perf_counter())
             yield event(Delta(content=_join(piece, leading_space=index > 0)))
         yield event(Delta(), self._finish_reason)
         if self._include_usage:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import AsyncIterator
+from time import perf_counter
 
 import msgspec
 from opentelemetry.trace import Span
@@ -16,6 +15,7 @@ from gateway.providers.base import (
     ProviderRejectedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    StreamTiming,
 )
 from gateway.providers.catalog import ModelConfig, ProviderConfig
 from gateway.providers.http_client import (
@@ -209,8 +209,8 @@ class OpenAIStream:
     ) -> None:
         self._provider = provider
         self._response = response
+        self._read_piece = response.piece_reader()
         self._rest = b""
-        self._payloads: deque[bytes] = deque()
         self._pending_error: ProviderError | None = None
         self._first: bytes | None = None
         self._done = False
@@ -221,6 +221,7 @@ class OpenAIStream:
         self._texts: list[str] = []
         self._counted = (0, 0)
         self.response_model = model.upstream_name
+        self.timing = StreamTiming()
 
     @property
     def completion_tokens(self) -> int:
@@ -233,22 +234,31 @@ class OpenAIStream:
             self._counted = (len(self._texts), count)
         return count
 
-    async def prime(self) -> None:
-        """Wait for the first event."""
-        self._first = await self._next_event()
+    @property
+    def finished(self) -> bool:
+        """The upstream said `[DONE]`: the block just returned was the last."""
+        return self._done and self._finished
 
-    async def _next_event(self) -> bytes | None:
+    async def prime(self) -> None:
+        """Wait for the first events (a failure before them may still fall back)."""
+        self._first = await self.next_block()
+
+    async def next_block(self) -> bytes | None:
         """The events that have arrived, as one block to forward; None at `[DONE]` or the end of the body.
 
         Events that came in one piece leave in one write (nothing waits for more to arrive).
         """
+        if (first := self._first) is not None:
+            self._first = None
+            return first
         while True:
-            if (self._payloads or self._pending_error is not None) and (block := self._take_events()):
-                return block
+            if (error := self._pending_error) is not None:
+                self._pending_error = None
+                raise error
             if self._done:
                 return None
             try:
-                piece = await self._response.next_piece()
+                piece = await self._read_piece()
             except HttpError as exc:
                 self._done = True
                 if isinstance(exc, ReadTimeoutError):
@@ -262,43 +272,39 @@ class OpenAIStream:
                     # The body ended before `[DONE]` or any finish_reason: the upstream went away mid-answer.
                     raise ProviderUnavailableError(self._provider, f"{self._provider} stream ended early")
                 return None
-            self._split(piece)
+            if block := self._events_in(piece):
+                return block
 
-    def _take_events(self) -> bytes:
-        """Every queued payload read and framed; an error is raised once the events before it have left."""
-        if (error := self._pending_error) is not None:
-            self._pending_error = None
-            raise error
-        payloads = self._payloads
+    def _events_in(self, piece: bytes) -> bytes:
+        """The events of the complete lines in `piece`, read and framed; a partial last line waits.
+
+        A failure after some good events is kept for the next call, so those events leave first.
+        """
+        lines = (self._rest + piece if self._rest else piece).split(b"\n")
+        self._rest = lines.pop()
         events: list[bytes] = []
-        while payloads:
-            data = payloads.popleft()
+        now = perf_counter()
+        if self.timing.first_chunk is None:
+            self.timing.first_chunk = now
+        for line in lines:
+            if line[:5] != b"data:":
+                continue  # blank separators, `event:`/`id:` lines and `: keep-alive` comments carry nothing
+            data = line[5:].strip()
             if data == b"[DONE]":
                 self._done = self._finished = True
-                payloads.clear()
                 break
             try:
-                event = self._read(data)
+                event = self._read(data, now)
             except ProviderError as exc:
-                payloads.clear()
                 if not events:
                     raise
                 self._pending_error = exc
                 break
             if event is not None:
                 events.append(event)
-        return b"".join(events)
+        return events[0] if len(events) == 1 else b"".join(events)
 
-    def _split(self, piece: bytes) -> None:
-        """Queue the `data:` payloads of the complete lines in `piece`; keep a partial last line."""
-        lines = (self._rest + piece if self._rest else piece).split(b"\n")
-        self._rest = lines.pop()
-        for line in lines:
-            if line[:5] == b"data:":
-                self._payloads.append(line[5:].strip())
-            # Blank separators, `event:`/`id:` lines and `: keep-alive` comments carry nothing to relay.
-
-    def _read(self, data: bytes) -> bytes | None:
+    def _read(self, data: bytes, now: float) -> bytes | None:
         """Count what `data` carries; the bytes to forward, or None for a usage chunk nobody asked for."""
         try:
             reply = _REPLY_DECODER.decode(data)
@@ -314,6 +320,7 @@ class OpenAIStream:
                 self._finished = True
             if choice.delta is not None and choice.delta.content:
                 self._texts.append(choice.delta.content)
+                self.timing.saw_text(now)
         usage = reply.usage
         if usage is not None:
             self.prompt_tokens = usage.prompt_tokens
@@ -321,14 +328,6 @@ class OpenAIStream:
             if not reply.choices and not self._forward_usage:
                 return None
         return b"data: " + data + b"\n\n"
-
-    async def events(self) -> AsyncIterator[bytes]:
-        """The primed first events, then the rest, as they arrive."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            yield first
-        while (event := await self._next_event()) is not None:
-            yield event
 
     async def aclose(self) -> None:
         """Release the upstream connection: reused once the answer ended with `[DONE]`, else closed."""

@@ -25,6 +25,7 @@ from gateway.providers.base import (
     Provider,
     ProviderError,
     ProviderTimeoutError,
+    StreamLatency,
 )
 from gateway.providers.catalog import ModelConfig, Route
 from gateway.providers.health import ProviderHealth
@@ -171,8 +172,12 @@ class Router:
         completion_tokens: int = 0,
         response_model: str | None = None,
         error: ProviderError | None = None,
+        latency: StreamLatency | None = None,
     ) -> float:
-        """End the call: its span, health and `model_inference_*` observations; the seconds it took."""
+        """End the call: its span, health and `model_inference_*` observations; the seconds it took.
+
+        `latency`, for a stream, adds the time to first token and per output token to the span and metrics.
+        """
         seconds = perf_counter() - call.started
         provider, model = call.route.provider.name, call.route.model.id
         self._health[provider].record(ok=status in _HEALTHY, seconds=seconds)
@@ -182,6 +187,14 @@ class Router:
             "gen_ai.usage.input_tokens": prompt_tokens,
             "gen_ai.usage.output_tokens": completion_tokens,
         }
+        if latency is not None:
+            self._metrics.record_stream_latency(provider, model, latency, call.exemplar)
+            if latency.first_chunk is not None:
+                attributes["gen_ai.response.time_to_first_chunk"] = latency.first_chunk  # GenAI semconv
+            if latency.first_token is not None:
+                attributes["gatewayz.time_to_first_token"] = latency.first_token
+            if latency.per_output_token is not None:
+                attributes["gatewayz.time_per_output_token"] = latency.per_output_token
         if response_model is not None:
             attributes["gen_ai.response.model"] = response_model
         if error is not None:

@@ -28,6 +28,7 @@ CHAT_ERRORS = error_responses(
     402,
     403,
     404,
+    413,
     429,
     502,
     503,
@@ -38,6 +39,7 @@ CHAT_ERRORS = error_responses(
         402: "The user's credits, or the key's budget, cannot cover the request's worst case.",
         403: "The key's model allow-list does not name the model.",
         404: "The model is not in the catalog.",
+        413: "The body is larger than 10,000,000 bytes.",
         429: "The key is over its requests or tokens per minute (Retry-After), or the provider is limiting.",
         502: "Every provider for the model failed or answered garbage.",
         503: "The user store (PostgreSQL) cannot be reached; nothing was charged.",
@@ -46,7 +48,45 @@ CHAT_ERRORS = error_responses(
 )
 
 
-@post("/v1/chat/completions", tags=["inference"], status_code=200, responses=CHAT_ERRORS)
+MAX_BODY_BYTES = 10_000_000
+"""Largest request body (Litestar's default): a bigger one is a 413."""
+
+
+async def read_body(request: Request[Any, Any, Any], limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, straight from ASGI `receive`.
+
+    `request.body()` first builds Litestar's header multi-dict to read `Content-Length`, then streams
+    through an async generator: ~8 % of this route's CPU. uvicorn already holds the body to its
+    `Content-Length`; only the bound is checked here.
+    """
+    receive = request.receive
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        return body
+    parts: list[bytes] = []
+    size = 0
+    while message["type"] == "http.request":
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"request body larger than {limit} bytes", code="request_too_large")
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+        message = await receive()
+    raise ApiError(400, "the client disconnected before sending the whole body", code="incomplete_body")
+
+
+@post(
+    "/v1/chat/completions",
+    tags=["inference"],
+    status_code=200,
+    responses=CHAT_ERRORS,
+    request_max_body_size=MAX_BODY_BYTES,
+)
 async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     """A completion for the caller's key; `stream: true` answers as server-sent events.
 
@@ -57,7 +97,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     model = None
     try:
         try:
-            chat = REQUEST_DECODER.decode(await request.body())
+            chat = REQUEST_DECODER.decode(await read_body(request))
         except msgspec.MsgspecError as exc:
             raise ApiError(400, describe_validation_error(exc), code="invalid_request_body") from None
         model = chat.model
