@@ -1,13 +1,14 @@
 """A lean Redis client for the per-request script calls: one pipelined RESP2 connection on asyncio transports.
 
-Why not redis-py for these: measured on loopback here (`uv run python bench/redis_clients.py`, one uvloop loop
-pinned to one core, redis-server on the other, the gateway's rate-limit script; BENCHMARKS.md, "Key limits"),
-redis-py's asyncio client spends ~270 µs of client CPU on one EVALSHA at a time and ~235 µs at 16 at once
-(~270 / ~205 µs with `hiredis` installed, so its reply parser is not where the time goes), where this client spends ~82 / ~62 µs, socket calls and the
-event loop's wake-up included: 3.3-3.8x less. A gateway request with a rate-limited key makes one script call,
-and the whole request costs ~650 µs. This client writes the command with one `bytes` join and parses the reply
-from the socket buffer in `data_received`. It also keeps one connection, pipelined, where redis-py's pool
-opens one connection per concurrent command (200 at once under a burst, each with the connect timeout to meet).
+Why not redis-py for these: measured on loopback here (`uv run python bench/redis_clients.py`, one uvloop
+loop pinned to one core, redis-server on the other, the gateway's rate-limit script; BENCHMARKS.md, "Key
+limits"), redis-py's asyncio client spends ~270 µs of client CPU on one EVALSHA at a time and ~235 µs at 16
+at once (~270 / ~205 µs with `hiredis` installed, so its reply parser is not where the time goes), where this
+client spends ~82 / ~62 µs, socket calls and the event loop's wake-up included: 3.3-3.8x less. A gateway
+request with a rate-limited key makes one script call, and the whole request costs ~650 µs. This client
+writes the command with one `bytes` join and parses the reply from the socket buffer in `data_received`. It
+also keeps one connection, pipelined, where redis-py's pool opens one connection per concurrent command (200
+at once under a burst, each with the connect timeout to meet).
 
 What it does, and nothing more: `EVALSHA` of scripts it was given (falling back to `EVAL` once when Redis
 answers NOSCRIPT, e.g. after a restart or `SCRIPT FLUSH`), replies in order on one connection, `AUTH` and
