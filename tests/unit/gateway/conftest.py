@@ -7,7 +7,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from fake_upstream import FakeUpstream
 from gateway_testing import ADMIN_KEY, UPSTREAM_KEY, USER_KEY
 from litestar import Litestar
 from litestar.testing import TestClient
@@ -17,6 +16,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.store import SqliteStore, StoreMetrics
 from gateway.store.postgres import PostgresStore
+from support.fake_upstream import FakeUpstream
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import msgspec
-from fake_upstream import USAGE
 from gateway_testing import AUTH, USER_KEY, chat
+
+from support.fake_upstream import USAGE
 
 URL = "/v1/chat/completions"
 
