@@ -1,10 +1,11 @@
 """A lean pooled HTTP/1.1 client for the upstream calls: asyncio transports and httptools' parser.
 
 Why not httpx or aiohttp: measured side by side on this path (`bench/http_clients.py`, one pooled client
-POSTing to `bench/openai_upstream.py` on loopback, uvloop, CPU 0), httpx cost ~1,700 µs of CPU per call at
-1 connection and ~4,200 µs at 32 (its pool scans every connection, asking each socket whether it is
-readable, on every request), aiohttp ~340 µs and ~240 µs; this client ~105 µs and ~40 µs (figures and the
-command in BENCHMARKS.md, "The upstream HTTP client"). The gateway's whole budget is 500 µs a request.
+POSTing to `bench/openai_upstream.py` on loopback, uvloop, CPU 0), httpx cost ~1,400 µs of CPU per call at
+1 connection and ~3,900 µs at 32 (its pool scans every connection, asking each socket whether it is
+readable, on every request), aiohttp ~280 µs and ~250 µs; this client ~72 µs and ~37 µs (3 rounds on an
+idle machine; figures and the command in BENCHMARKS.md, "The upstream HTTP client"). The gateway's whole
+budget is 500 µs a request.
 
 What it does, and nothing more: one request at a time per connection (no pipelining); connections kept
 alive per origin and reused most-recent-first; idle ones closed after `keepalive_seconds` (a NAT or load
