@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation import set_span_in_context
 
+from telemetry import otlp
 from telemetry.otlp import OtlpHttpSpanExporter, encode_export_request
 from telemetry.otlp_grpc import OtlpGrpcSpanExporter, grpc_target
 
@@ -71,6 +72,17 @@ class TestEncodeExportRequest:
         ours = ExportTraceServiceRequest.FromString(encode_export_request(spans))
         stock = encode_spans(spans)
         assert ours == stock
+
+    def test_a_large_batch_lets_go_of_the_gil_as_it_encodes(self, monkeypatch):
+        """Every YIELD_EVERY spans the encoder yields (a waiting event loop runs within one slice), and the
+        bytes are those of an encoding without yields."""
+        spans = _spans() * 40
+        monkeypatch.setattr(otlp.os, "sched_yield", lambda: None)
+        unyielded = encode_export_request(spans)
+        yields = []
+        monkeypatch.setattr(otlp.os, "sched_yield", lambda: yields.append(1))
+        assert encode_export_request(spans) == unyielded
+        assert len(yields) == len(spans) // otlp.YIELD_EVERY > 2
 
     def test_memoised_attributes_keep_their_types(self):
         """True, 1 and 1.0 are equal dict keys; each still encodes as its own OTLP type, call after call."""
