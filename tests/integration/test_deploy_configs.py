@@ -172,7 +172,48 @@ class TestPrometheus:
         assert railway["deploy"]["healthcheckPath"] == "/-/ready"
 
 
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """PyYAML (and docker-compose 1.29) keep the last of two equal keys silently; Compose v2's parser and
+    Kubernetes refuse the file. This loader refuses it too."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges may repeat; compose's own keys are plain scalars
+            key = key_node.value
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_no_yaml_file_repeats_a_key():
+    """docker-compose.yml and every YAML file under deploy/ parse with duplicate keys refused."""
+    files = [
+        ROOT / "docker-compose.yml",
+        *sorted((ROOT / "deploy").rglob("*.yml")),
+        *sorted((ROOT / "deploy").rglob("*.yaml")),
+    ]
+    assert len(files) > 5
+    for path in files:
+        yaml.load(path.read_text(), Loader=_NoDuplicateKeys)  # noqa: S506 - a SafeLoader subclass
+
+
 class TestCompose:
+    def test_every_build_names_a_dockerfile_that_exists(self):
+        """Every service that builds (in every profile) names an existing Dockerfile, and the shared one gets
+        the SERVICE it builds; `docker-compose config` does not look at either."""
+        services = load(ROOT / "docker-compose.yml")["services"]
+        builds = {name: service["build"] for name, service in services.items() if "build" in service}
+        assert {"gateway", "admin", "log-shipper", "gateway-replicas"} <= set(builds)
+        for name, build in builds.items():
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
+            if build["dockerfile"] == "services/Dockerfile":
+                assert (ROOT / "services" / build["args"]["SERVICE"]).is_dir(), name
+
     def test_docker_compose_accepts_the_file(self):
         """Debian's `docker-compose config -q` accepts docker-compose.yml with the example .env."""
         result = run(
