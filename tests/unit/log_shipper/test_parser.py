@@ -183,6 +183,23 @@ class TestLimits:
         assert len(text.encode()) <= 1024
         assert text.endswith(f"[truncated {len(raw)} bytes]")
 
+    def test_a_cut_json_line_keeps_its_labels(self, parser):
+        """A JSON line cut before its end (the splitter's cut at the limit: no longer JSON) still ships
+        under its own level and service, cut to the limit, not as `unknown`."""
+        raw = line(level="WARNING", service="gatewayz-api", blob="x" * 5000)[:3000]
+        batch = Batch()
+        counts = parser.parse(raw, "src", batch)
+        [(_, text)] = batch.streams[("gatewayz-api", "WARNING")].values
+        assert counts.truncated == 1
+        assert text.startswith('{"level":"WARNING"')
+        assert len(text.encode()) <= 1024
+
+    def test_short_broken_json_stays_unknown(self, parser):
+        """Only long (cut) lines are searched: a short broken line is plain text, level `unknown`."""
+        batch = Batch()
+        parser.parse(b'{"level":"ERROR","message":"unterminated', "src", batch)
+        assert set(batch.streams) == {("src", "unknown")}
+
     def test_multibyte_text_is_cut_on_a_character_boundary(self, parser):
         """Cutting never leaves half a UTF-8 character."""
         batch = Batch()

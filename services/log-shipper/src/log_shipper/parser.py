@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -306,7 +307,7 @@ class LineParser:
         if head is None:
             if not text.strip(BLANK):
                 return
-            head = LineHead()
+            head = _head_of_cut_line(text) if len(text) > self.max_line_bytes // 4 else LineHead()
         elif head.log is not None and head.time is not None:
             head, text = self._unwrap_docker(head)
         if len(text) > self.max_line_bytes // 4:
@@ -344,6 +345,28 @@ class LineParser:
 
 
 _time_of = itemgetter(0)
+
+
+_PREFIX_FIELD = re.compile(r'"(timestamp|level|service)"\s*:\s*"([^"\\]{0,128})"')
+_PREFIX_SCAN = 4096
+"""Bytes of a cut line searched for its labels: our lines put them first."""
+
+
+def _head_of_cut_line(text: str) -> LineHead:
+    """The labels of a JSON line whose end never came (the splitter cut it at the line limit).
+
+    Such a line is not JSON any more, so it would ship as level `unknown`; whether a line over the limit
+    is cut before or after it is parsed depends on how the pipe or file delivered it. Its opening fields
+    still name its level and service: the first `"level": "..."`, `"service": "..."` and `"timestamp":
+    "..."` in its first 4 KiB are taken (a nested object's field of the same name before the top-level one
+    would win: a best effort for a line that is already broken, never worse than `unknown`).
+    """
+    if not text.startswith("{"):
+        return LineHead()
+    found: dict[str, str] = {}
+    for match in _PREFIX_FIELD.finditer(text, 0, _PREFIX_SCAN):
+        found.setdefault(match.group(1), match.group(2))
+    return LineHead(timestamp=found.get("timestamp"), level=found.get("level"), service=found.get("service"))
 
 
 def _retimed_json(value: Entry, ts: int) -> Entry:
