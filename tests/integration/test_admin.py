@@ -173,9 +173,9 @@ class TestTestTrace:
         (server,) = [s for s in spans if s["service"] == "gatewayz-api" and s["kind"] == "SPAN_KIND_SERVER"]
         assert server["parentSpanId"] == client["spanId"]
         assert server["traceId"] == b64(body["trace_id"])
-        logged = [
-            msgspec.json.decode(line) for line in stack.gateway.stdout_lines() if body["trace_id"] in line
-        ]
+        trace_id = body["trace_id"]
+        stdout = stack.gateway.lines_once(lambda line: trace_id in line and "/api/users/" in line, count=1)
+        logged = [msgspec.json.decode(line) for line in stdout if body["trace_id"] in line]
         assert any(line.get("endpoint") == "/api/users/{user_id}" for line in logged)
 
 

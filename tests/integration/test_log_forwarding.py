@@ -156,7 +156,10 @@ class TestDelivery:
             statuses.append(chat(client, gateway.url, model="no-such-model").status_code)
             statuses.append(client.get(gateway.url + "/nowhere").status_code)
         assert statuses == [200] * 15 + [404, 404]
-        written = [json.loads(line) for line in gateway.stdout_lines()]
+        served = '"message":"Request completed"'
+        probe = '"endpoint":"/ready"'
+        stdout = gateway.lines_once(lambda line: served in line and probe not in line, count=17)
+        written = [json.loads(line) for line in stdout]
         access = [
             line
             for line in written

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -95,6 +95,19 @@ class ServiceProcess:
     def stdout_lines(self) -> list[str]:
         """What the process wrote to stdout so far."""
         return self.stdout_path.read_text(errors="replace").splitlines() if self.stdout_path.exists() else []
+
+    def lines_once(self, matches: Callable[[str], bool], count: int, timeout: float = 10.0) -> list[str]:
+        """Stdout once at least `count` lines satisfy `matches` (or at `timeout`, as it is then).
+
+        The access line is written after the response has gone: a client can read its answer before the
+        line of that request is in the file, and on a busy machine it sometimes does.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.stdout_lines()
+            if sum(1 for line in lines if matches(line)) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
     def stderr(self) -> str:
         """What the process wrote to stderr so far."""
