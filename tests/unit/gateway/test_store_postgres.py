@@ -123,6 +123,27 @@ class TestHolds:
         assert usage.requests == 1
         await store.close()
 
+    async def test_a_settlement_whose_caller_is_cancelled_midway_is_still_written(self, postgres):
+        """A client gone (its task cancelled) while the settlement is out: it is charged all the same.
+
+        The gateway's stream settlement relies on this instead of a cancel scope around the store.
+        """
+        url = postgres.create_database()
+        (store,) = await open_replicas(url, 1)
+        await store.ensure_demo_user(10.0, "test-bootstrap-key")
+        hold = await store.reserve(1, to_micros(4.0))
+        settling = asyncio.ensure_future(charge(store, hold, 1.5))
+        await asyncio.sleep(0)  # the settlement has gone out: the task now waits for its answer
+        settling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await settling
+        await store._settlements.wait_idle()  # the batch in flight
+        assert await store.balance(1) == 8.5
+        assert await rows(url, "SELECT id FROM gatewayz.holds") == []
+        (usage,) = await store.usage(1)
+        assert usage.requests == 1
+        await store.close()
+
     async def test_a_dead_replicas_holds_are_returned_by_another(self, postgres):
         """A replica that stops (never settles, never renews) loses its holds to the next live replica's
         upkeep once they expire: the money is back, counted, and the late settlement charges nothing."""
