@@ -37,7 +37,7 @@ GC_YOUNG_THRESHOLD = 3000
 Requests in flight keep their tasks, futures, timers and spans alive across collections, and an object freed
 after a collection no longer lowers the count that triggers the next, so at 32 connections the gateway ran
 437 young collections of ~0.33 ms each in ~5 s of proxied requests (~29 µs a request); at 3,000, 12 of
-~1.1 ms in the same load (~3 µs a request), and 2–5 % less CPU per request side by side; a single
+~1.1 ms in the same load (~3 µs a request), and 2 to 5 % less CPU per request side by side; a single
 connection collects rarely either way (`gc.callbacks` timing; BENCHMARKS.md, "Proxying an OpenAI-compatible
 upstream"). Pauses stay near a millisecond, under the gateway's own p99.
 """
