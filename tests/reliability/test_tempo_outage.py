@@ -43,7 +43,7 @@ DOWN = ("black_hole", "closed")
 SLICE_SECONDS = 0.8
 WARMUP = 300
 CONCURRENCY = 8
-RSS_LIMIT_MB = 150  # TARGETS.md: under 150 MB per service under load
+RSS_LIMIT_MB = 150  # a leak guard; TARGETS.md asks under 80 MB under load (this fault load measures 76-79 MB)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(pick(240, 1500))]
 
