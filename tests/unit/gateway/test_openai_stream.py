@@ -112,6 +112,23 @@ class TestFraming:
         assert len(blocks) == 3
         assert stream.completion_tokens == 3  # "one", "two", "three"
 
+    def test_the_prompt_is_counted_only_without_the_upstreams_usage(self, monkeypatch):
+        """The upstream's usage is charged as it came, with no count of our own (a 2,000-token prompt costs
+        ~760 µs to count, and the reservation has counted it already); without usage, counted once."""
+        counted: list[int] = []
+
+        def count(messages):
+            counted.append(len(messages))
+            return 5
+
+        monkeypatch.setattr("gateway.providers.openai.count_prompt_tokens", count)
+        _, stream = asyncio.run(relay(ScriptedBody(EVENTS)))
+        assert (stream.prompt_tokens, stream.prompt_tokens) == (9, 9)
+        assert counted == []
+        _, stream = asyncio.run(relay(ScriptedBody([*EVENTS[:3], b"data: [DONE]\n\n"])))
+        assert (stream.prompt_tokens, stream.prompt_tokens, stream.prompt_tokens) == (5, 5, 5)
+        assert counted == [1]
+
     def test_finished_stream_drains_its_connection(self):
         """A stream that reached [DONE] releases its connection for reuse (drain), a broken one does not."""
         body = ScriptedBody(EVENTS)

@@ -114,9 +114,13 @@ class StreamLatency:
 class CompletionStream(Protocol):
     """An opened stream: the first event has arrived, so it can no longer fail over."""
 
-    prompt_tokens: int
     response_model: str
     timing: StreamTiming
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens to charge: the upstream's count when it sent one."""
+        ...
 
     @property
     def finished(self) -> bool:
