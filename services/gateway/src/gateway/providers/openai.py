@@ -229,8 +229,9 @@ class OpenAIStream:
     def prompt_tokens(self) -> int:
         """The upstream's own count when its usage chunk arrived, else the prompt's, counted here once.
 
-        Counted only when needed: the reservation has already counted the prompt, counting costs ~0.4 µs
-        a token (a 2,000-token prompt ~760 µs), and an upstream asked for usage (we always ask) sends its own.
+        Counted only when needed: the reservation has already counted the prompt (a 2,000-token ASCII prompt
+        ~46 µs, other text ~870 µs: `gateway.tokens`), and an upstream asked for usage (we always ask) sends
+        its own.
         """
         if self._usage_prompt is not None:
             return self._usage_prompt
