@@ -322,7 +322,13 @@ class TestRailwayRehearsal:
             for service in ("gatewayz-api", "gatewayz-admin", "gatewayz-log-shipper"):
                 lines = loki.wait_for(1, timeout=15, service=service, environment="rehearsal")
                 assert lines, (service, loki.streams())
-            gateway_lines = loki.lines(service="gatewayz-api")
-            assert sum('"endpoint":"/api/users/{user_id}"' in line for line in gateway_lines) == 5
+
+            # The access lines leave in the forwarder's next batch: the first gateway line may come first.
+            def served() -> int:
+                lines = loki.lines(service="gatewayz-api")
+                return sum('"endpoint":"/api/users/{user_id}"' in line for line in lines)
+
+            wait_until(lambda: served() >= 5, timeout=15)
+            assert served() == 5
         finally:
             tempo.stop()
