@@ -1,7 +1,7 @@
 """The path users run: the gateway in front of an OpenAI-compatible upstream, against that upstream direct.
 
     uv run python bench/upstream_overhead.py [--rounds 5] [--seconds 5] [--chunks 20] [--chunk-interval-ms 1]
-        [--before CHECKOUT]
+        [--before CHECKOUT] [--prompt-repeat N]
 
 The upstream is `bench/openai_upstream.py` (raw asyncio on uvloop, its own process). Two variants, each
 round, order alternating between rounds:
@@ -18,6 +18,8 @@ usage chunks, `--chunk-interval-ms` apart as a model's tokens are, so each is re
 at 1 and 32 connections (`wrk -t1 --latency`, after a 1 s warm-up). Figures per cell: throughput, p50 and
 p99 (wrk's, closed loop), and CPU per request of the server under test (utime+stime / requests). Medians
 (min-max) over rounds; "added" figures are gateway - direct within a round.
+The prompt is one short user message (8 tokens); `--prompt-repeat N` sends `LONG_PROMPT_UNIT` N times
+instead (N = 130: a 2,086-token prompt, the size where counting the prompt for the credit reservation showed).
 """
 
 from __future__ import annotations
@@ -35,11 +37,21 @@ from harness import WrkResult, cpu_seconds, free_port, post_script, run_wrk, sto
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-secret-key"
-MESSAGES = '"messages":[{"role":"user","content":"How fast is the gateway today?"}]'
-BODIES = {
-    "json": f'{{"model":"bench-upstream",{MESSAGES}}}'.encode(),
-    "stream": f'{{"model":"bench-upstream","stream":true,{MESSAGES}}}'.encode(),
-}
+SHORT_PROMPT = "How fast is the gateway today?"
+LONG_PROMPT_UNIT = "The quick brown fox jumps over the lazy dog, and then: it naps. "
+"""16 tokens by the gateway's count; `--prompt-repeat` sends it N times as the one user message."""
+
+
+def bodies(prompt: str) -> dict[str, bytes]:
+    """The non-streaming and streaming request bodies for one user message."""
+    messages = f'"messages":[{{"role":"user","content":"{prompt}"}}]'
+    return {
+        "json": f'{{"model":"bench-upstream",{messages}}}'.encode(),
+        "stream": f'{{"model":"bench-upstream","stream":true,{messages}}}'.encode(),
+    }
+
+
+BODIES = bodies(SHORT_PROMPT)
 CATALOG = """
 [[providers]]
 name = "upstream"
@@ -141,13 +153,23 @@ def main() -> None:
         default=[],
         help="NAME=VALUE for the gateway (e.g. OTEL_EXPORTER_OTLP_PROTOCOL)",
     )
+    parser.add_argument(
+        "--prompt-repeat",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send LONG_PROMPT_UNIT N times as the prompt, not the short one (130: 2,086 tokens)",
+    )
     args = parser.parse_args()
+    if args.prompt_repeat < 0:
+        parser.error("--prompt-repeat must be 0 or more")
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     workdir = Path(tempfile.mkdtemp(prefix="upstream-bench-"))
     upstream_port, sink_port, gateway_port = free_port(), free_port(), free_port()
     (workdir / "catalog.toml").write_text(CATALOG.format(port=upstream_port))
-    for mode, body in BODIES.items():
+    prompt = LONG_PROMPT_UNIT * args.prompt_repeat if args.prompt_repeat else SHORT_PROMPT
+    for mode, body in bodies(prompt).items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
     upstream = subprocess.Popen(
         [
