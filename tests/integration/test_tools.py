@@ -145,10 +145,15 @@ class TestStack:
 
     def test_output_is_readable_and_coloured_per_service(self, local_stack):
         """JSON lines are rendered as `name | HH:MM:SS.mmm LEVEL message key=value`."""
-        rendered = [
-            line for line in local_stack.lines() if "gateway |" in line and "Request completed" in line
-        ]
-        assert rendered
+        httpx.get(f"{local_stack.env['GATEWAY_URL']}/api/users/1")  # this test's own access line
+
+        def rendered_access_lines() -> list[str]:
+            # The gateway writes the access line after its answer; the stack renders it after that.
+            lines = local_stack.lines()
+            return [line for line in lines if "gateway |" in line and "Request completed" in line]
+
+        rendered = _wait_for(rendered_access_lines, 20)
+        assert rendered, "\n".join(local_stack.lines()[-40:])
         assert re.search(r"gateway \| \d\d:\d\d:\d\d\.\d{3} INFO +Request completed endpoint=", rendered[0])
 
 
