@@ -9,6 +9,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +149,13 @@ def first_connection(
             time.sleep(0.5)
         else:
             return connection
+
+
+def upstream_command(port: int, chunks: int, interval_ms: float) -> list[str]:
+    """`bench/openai_upstream.py` on `port`, streams of `chunks` content chunks `interval_ms` apart."""
+    script = Path(__file__).resolve().parent / "openai_upstream.py"
+    options = ["--chunks", str(chunks), "--chunk-interval-ms", str(interval_ms)]
+    return [sys.executable, str(script), str(port), *options]
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import first_connection, free_port
+from harness import first_connection, free_port, upstream_command
 from upstream_instructions import exchange
 from upstream_overhead import BODIES, CATALOG, gateway_env
 
@@ -46,17 +46,7 @@ def profiled_calls(mode: str, chunks: int, requests: int, interval_ms: float) ->
     workdir = Path(tempfile.mkdtemp(prefix="upstream-calls-"))
     upstream_port, sink_port, gateway_port = free_port(), free_port(), free_port()
     (workdir / "catalog.toml").write_text(CATALOG.format(port=upstream_port))
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "openai_upstream.py"),
-            str(upstream_port),
-            "--chunks",
-            str(chunks),
-            "--chunk-interval-ms",
-            str(interval_ms),
-        ]
-    )
+    upstream = subprocess.Popen(upstream_command(upstream_port, chunks, interval_ms))
     sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)])
     profile = workdir / "gateway.prof"
     gateway = subprocess.Popen(

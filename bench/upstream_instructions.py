@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import callgrind_instructions, first_connection, free_port
+from harness import callgrind_instructions, first_connection, free_port, upstream_command
 from upstream_overhead import BODIES, CATALOG, KEY, gateway_env
 
 HERE = Path(__file__).resolve().parent
@@ -71,17 +71,7 @@ def main() -> None:
     extra_env = dict(item.split("=", 1) for item in args.env)
     workdir = Path(tempfile.mkdtemp(prefix="upstream-instructions-"))
     (workdir / "catalog.toml").write_text(CATALOG.format(port=UPSTREAM_PORT))
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "openai_upstream.py"),
-            str(UPSTREAM_PORT),
-            "--chunks",
-            str(args.chunks),
-            "--chunk-interval-ms",
-            str(args.chunk_interval_ms),
-        ]
-    )
+    upstream = subprocess.Popen(upstream_command(UPSTREAM_PORT, args.chunks, args.chunk_interval_ms))
     sink = subprocess.Popen([sys.executable, str(HERE / "otlp_sink.py"), str(SINK_PORT)])
     try:
         body = BODIES[args.mode]

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import WrkResult, cpu_seconds, free_port, post_script, run_wrk, stop, summary
+from harness import WrkResult, cpu_seconds, free_port, post_script, run_wrk, stop, summary, upstream_command
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-not-a-secret-key"
@@ -171,17 +171,7 @@ def main() -> None:
     prompt = LONG_PROMPT_UNIT * args.prompt_repeat if args.prompt_repeat else SHORT_PROMPT
     for mode, body in bodies(prompt).items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "openai_upstream.py"),
-            str(upstream_port),
-            "--chunks",
-            str(args.chunks),
-            "--chunk-interval-ms",
-            str(args.chunk_interval_ms),
-        ]
-    )
+    upstream = subprocess.Popen(upstream_command(upstream_port, args.chunks, args.chunk_interval_ms))
     sink = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)]
     )
