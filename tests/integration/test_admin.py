@@ -141,6 +141,12 @@ class TestPrometheus:
         assert body["registry_ok"] is True
         assert body["last_scrape_seconds_ago"] < 5
 
+    def test_answers_name_no_server_software(self, stack):
+        """The admin's answers carry `Date` but no `Server` header (the same `serve` as every service)."""
+        answer = stack.call("GET", "/api/metrics/status")
+        assert "server" not in answer.headers, answer.headers
+        assert answer.headers["date"].endswith(" GMT")
+
 
 class TestInstrumentationHealth:
     def test_degraded_only_by_the_absent_shipper(self, stack):

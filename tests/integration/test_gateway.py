@@ -151,6 +151,21 @@ class TestClientLeavesMidStream:
         assert line["credits"] == line["prompt_tokens"] * 0.5 + line["completion_tokens"] * 0.25
 
 
+class TestHeaders:
+    def test_answers_name_no_server_software_and_carry_a_date(self, gateway):
+        """A completion, an error and /metrics: no `Server` header (uvicorn's default), a `Date` header."""
+        headers = {"Authorization": f"Bearer {KEY}"}
+        answers = [
+            httpx.post(f"{gateway.url}/v1/chat/completions", json=body(), headers=headers),
+            httpx.post(f"{gateway.url}/v1/chat/completions", json=body("no-such-model"), headers=headers),
+            httpx.get(f"{gateway.url}/metrics"),
+        ]
+        assert [answer.status_code for answer in answers] == [200, 404, 200]
+        for answer in answers:
+            assert "server" not in answer.headers, answer.headers
+            assert answer.headers["date"].endswith(" GMT")
+
+
 class TestSignals:
     def test_metrics_and_log_lines(self, gateway):
         """After a completion /metrics carries the inference families and stdout one inference line."""

@@ -157,7 +157,10 @@ async def _record_exception(metrics: HttpMetrics, exc: Exception, _scope: Scope)
 
 
 def serve(factory: Callable[[], Litestar], settings: TelemetrySettings) -> None:
-    """Run `factory()` under uvicorn on HOST/PORT with our logging (uvicorn's own config disabled)."""
+    """Run `factory()` under uvicorn on HOST/PORT with our logging (uvicorn's own config disabled).
+
+    Answers carry no `Server` header (uvicorn's default names itself); `Date` stays, as HTTP requires.
+    """
     import uvicorn  # noqa: PLC0415 - only entry points need the server
 
     app = factory()
@@ -170,4 +173,5 @@ def serve(factory: Callable[[], Litestar], settings: TelemetrySettings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
+        server_header=False,  # no `server: uvicorn` on every answer: the software is nobody's business
     )
