@@ -19,7 +19,7 @@ at 1 and 32 connections (`wrk -t1 --latency`, after a 1 s warm-up). Figures per 
 p99 (wrk's, closed loop), and CPU per request of the server under test (utime+stime / requests). Medians
 (min-max) over rounds; "added" figures are gateway - direct within a round.
 The prompt is one short user message (8 tokens); `--prompt-repeat N` sends `LONG_PROMPT_UNIT` N times
-instead (N = 130: a 2,086-token prompt, the size where counting the prompt for the credit reservation showed).
+instead (N = 130: a 2,086-token prompt, the size at which counting the prompt for the reservation showed up).
 """
 
 from __future__ import annotations
