@@ -322,6 +322,20 @@ class TestScaleProfile:
         assert "pg_isready" in " ".join(compose["services"]["postgres"]["healthcheck"]["test"])
         assert compose["services"]["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
 
+    def test_admin_watches_the_embedded_gateway_unless_told_the_replicas(self, compose, tmp_path):
+        """Admin's GATEWAY_URL: the embedded gateway, unless ADMIN_GATEWAY_URL in .env says otherwise."""
+        assert compose["services"]["admin"]["environment"]["GATEWAY_URL"] == "http://gateway:8000"
+        env_file = tmp_path / "scale.env"
+        example = (ROOT / ".env.example").read_text()
+        env_file.write_text(
+            example.replace("\nADMIN_GATEWAY_URL=\n", "\nADMIN_GATEWAY_URL=http://gateway-replicas:8000\n")
+        )
+        assert "ADMIN_GATEWAY_URL=http://gateway-replicas:8000" in env_file.read_text()
+        result = compose_config(str(env_file))
+        assert result.returncode == 0, result.stderr
+        admin = yaml.safe_load(result.stdout)["services"]["admin"]
+        assert admin["environment"]["GATEWAY_URL"] == "http://gateway-replicas:8000"
+
     def test_prometheus_finds_every_replica_by_dns_on_the_service_name(self, compose):
         """As on Railway: an A lookup of the compose service name gives one target per replica."""
         (job,) = [job for job in load(PROMETHEUS_CONFIG)["scrape_configs"] if job["job_name"] == "gateway"]
