@@ -162,25 +162,37 @@ class TestBackendImages:
             volume.endswith(f"{source}:{dest}:ro") for volume in compose["services"]["loki"]["volumes"]
         )
 
-    def test_tempo_rewrites_only_the_prometheus_url(self):
-        """The build's sed changes the remote-write URL to Prometheus' Railway name and nothing else."""
+    def test_tempo_rewrites_the_prometheus_url_and_the_receivers_addresses_only(self, tmp_path):
+        """The build's RUN, run here on a copy of tempo.yml (GNU sed and grep, as in the build stage): the
+        remote-write URL names Prometheus on Railway, the OTLP receivers listen on `[::]` (IPv6-only private
+        networks), nothing else changes; and the greps fail the build when a rewritten line is missing."""
         dockerfile = DEPLOY / "tempo" / "railway" / "Dockerfile"
         (run,) = [args for name, args in instructions(dockerfile) if name == "RUN"]
-        old, new = re.search(r"sed -i 's\|([^|]+)\|([^|]+)\|'", run).groups()
-        assert f"grep -q '{new}'" in run  # the build fails if the line it rewrites ever changes
         original = (DEPLOY / "tempo" / "tempo.yml").read_text()
-        assert original.count(old) == 1
-        rewritten = original.replace(old, new)
+        copy = tmp_path / "tempo.yml"
+
+        def build(text: str) -> int:
+            copy.write_text(text)
+            script = run.replace("/tempo.yml", str(copy))
+            return subprocess.run(["bash", "-c", script], check=False).returncode
+
+        assert build(original) == 0
+        rewritten = copy.read_text()
         changed = [
             (a, b) for a, b in zip(original.splitlines(), rewritten.splitlines(), strict=True) if a != b
         ]
-        assert len(changed) == 1
+        assert len(changed) == 3, changed
         config = yaml.safe_load(rewritten)
         (remote,) = config["metrics_generator"]["storage"]["remote_write"]
         assert remote["url"] == "http://prometheus.railway.internal:9090/api/v1/write"
-        original_config = yaml.safe_load(original)
-        original_config["metrics_generator"]["storage"]["remote_write"][0]["url"] = remote["url"]
-        assert config == original_config
+        protocols = config["distributor"]["receivers"]["otlp"]["protocols"]
+        assert (protocols["grpc"]["endpoint"], protocols["http"]["endpoint"]) == ("[::]:4317", "[::]:4318")
+        expected = yaml.safe_load(original)
+        expected["metrics_generator"]["storage"]["remote_write"][0]["url"] = remote["url"]
+        expected["distributor"]["receivers"]["otlp"]["protocols"] = protocols
+        assert config == expected
+        # A tempo.yml whose receiver line changed makes the build fail rather than ship IPv4-only receivers.
+        assert build(original.replace('endpoint: "0.0.0.0:4318"', 'endpoint: "0.0.0.0:14318"')) != 0
 
     def test_grafana_copies_provisioning_and_the_dashboards_where_the_provider_reads(self, compose):
         """Provisioning where Grafana looks for it, dashboards where the provider (and compose) put them."""
