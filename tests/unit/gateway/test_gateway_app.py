@@ -51,3 +51,34 @@ class TestRoutes:
             'fastapi_requests_total{app_name="gatewayz",method="GET",path="/api/users/{user_id}",'
             'status_code="200"} 1.0' in text
         )
+
+
+_SERVE_WITH_SQLITE = """
+import sys
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from litestar.testing import TestClient
+settings = GatewaySettings(gateway_db_path=sys.argv[1], environment="test")
+with TestClient(create_app(settings)) as client:
+    assert client.get("/ready").status_code == 200
+print("loaded:", *[name for name in ("asyncpg", "gateway.store.postgres") if name in sys.modules])
+"""
+
+
+def test_the_embedded_store_never_loads_the_postgresql_driver(tmp_path):
+    """Started and served on SQLite (no DATABASE_URL), the gateway has not imported asyncpg (~2 MB of RSS):
+    the PostgreSQL store and its driver load only when `DATABASE_URL` names a database."""
+    import subprocess  # noqa: PLC0415 - a fresh interpreter: this test process may have imported asyncpg
+    import sys  # noqa: PLC0415
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVE_WITH_SQLITE, str(tmp_path / "gateway.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (loaded,) = [line for line in result.stdout.splitlines() if line.startswith("loaded:")]
+    assert loaded == "loaded:"

@@ -13,8 +13,15 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.store import KeyRefused, StoreMetrics, StoreUnavailable, hash_key, to_micros
-from gateway.store.postgres import PostgresStore, StoreConfigurationError
+from gateway.store import (
+    KeyRefused,
+    StoreConfigurationError,
+    StoreMetrics,
+    StoreUnavailable,
+    hash_key,
+    to_micros,
+)
+from gateway.store.postgres import PostgresStore
 from gateway.store.postgres_schema import MIGRATIONS
 from support.postgres import PostgresServer
 from support.processes import free_port

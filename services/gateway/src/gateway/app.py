@@ -31,8 +31,15 @@ from gateway.routes.probes import ready
 from gateway.routes.users import get_user
 from gateway.services import GatewayServices
 from gateway.settings import GatewaySettings
-from gateway.store import DEMO_USER_ID, Store, StoreMetrics, StoreUnavailable, open_store, write_demo_key
-from gateway.store.postgres import StoreConfigurationError
+from gateway.store import (
+    DEMO_USER_ID,
+    Store,
+    StoreConfigurationError,
+    StoreMetrics,
+    StoreUnavailable,
+    open_store,
+    write_demo_key,
+)
 from telemetry import Telemetry, health, instrument, load_settings_or_exit, metrics_endpoint
 from telemetry.errors import EXCEPTION_HANDLERS
 from telemetry.shared_redis import SharedRedis

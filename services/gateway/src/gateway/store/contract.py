@@ -241,6 +241,10 @@ class Hold:
     """The amount also counts against the key's budget until settled (SQLite keeps that in memory)."""
 
 
+class StoreConfigurationError(Exception):
+    """`DATABASE_URL` names a database this gateway cannot use (bad password, no such database, ...)."""
+
+
 class StoreUnavailable(ApiError):  # noqa: N818 - reads as the condition it reports, like the 503 it is
     """The database cannot be reached: 503 in OpenAI's error shape, nothing charged."""
 

@@ -72,6 +72,7 @@ from gateway.store.contract import (
     KeyRecord,
     KeyRow,
     ModelUsage,
+    StoreConfigurationError,
     StoreUnavailable,
     User,
     budget_exceeded,
@@ -163,10 +164,6 @@ def _key_row(row: asyncpg.Record) -> KeyRow:
         period_start=row["period_start"],
         last_used_at=row["last_used_at"],
     )
-
-
-class StoreConfigurationError(Exception):
-    """`DATABASE_URL` names a database this gateway cannot use (bad password, no such database, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
