@@ -62,10 +62,15 @@ def profiled_calls(mode: str, chunks: int, requests: int, interval_ms: float) ->
             exchange(connection, body)
         connection.close()
     finally:
-        gateway.send_signal(signal.SIGINT)
-        gateway.wait(60)
-        sink.kill()
-        upstream.kill()
+        gateway.send_signal(signal.SIGINT)  # a graceful exit is what makes cProfile write its file
+        try:
+            gateway.wait(60)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            raise
+        finally:
+            sink.kill()
+            upstream.kill()
     stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
     return {_name(key): int(row[1]) for key, row in stats.items()}
 

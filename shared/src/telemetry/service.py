@@ -173,5 +173,5 @@ def serve(factory: Callable[[], Litestar], settings: TelemetrySettings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
-        server_header=False,  # no `server: uvicorn` on every answer: the software is nobody's business
+        server_header=False,  # see the docstring: the server software is not advertised
     )
