@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from redis.asyncio import Redis  # noqa: E402
 
-from gateway.limits import _ACQUIRE, _names  # noqa: E402
+from gateway.redis_limits import _ACQUIRE, _names  # noqa: E402
 from support.redis_server import RedisServer  # noqa: E402
 from telemetry.resp import RespClient  # noqa: E402
 

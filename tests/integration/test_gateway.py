@@ -165,6 +165,18 @@ class TestHeaders:
             assert "server" not in answer.headers, answer.headers
             assert answer.headers["date"].endswith(" GMT")
 
+    def test_a_websocket_upgrade_is_answered_as_plain_http(self, gateway):
+        """No service speaks WebSocket, so uvicorn's support is off: an upgrade request to /health gets the
+        plain HTTP answer (with it on, the request would become a WebSocket scope that no route accepts)."""
+        upgrade = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        }
+        answer = httpx.get(f"{gateway.url}/health", headers=upgrade)
+        assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+
 
 class TestSignals:
     def test_metrics_and_log_lines(self, gateway):

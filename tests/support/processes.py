@@ -27,6 +27,22 @@ def end(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, time
         process.wait(5)
 
 
+def modules_loaded(script: str, home: Path, *args: str) -> list[str]:
+    """Run `script` in a fresh interpreter (HOME `home`, a bare environment); the names it printed after
+    `loaded:` (the script checks `sys.modules` for what must not have been imported)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (loaded,) = [line for line in result.stdout.splitlines() if line.startswith("loaded:")]
+    return loaded.split()[1:]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

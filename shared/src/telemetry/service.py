@@ -159,7 +159,9 @@ async def _record_exception(metrics: HttpMetrics, exc: Exception, _scope: Scope)
 def serve(factory: Callable[[], Litestar], settings: TelemetrySettings) -> None:
     """Run `factory()` under uvicorn on HOST/PORT with our logging (uvicorn's own config disabled).
 
-    Answers carry no `Server` header (uvicorn's default names itself); `Date` stays, as HTTP requires.
+    Answers carry no `Server` header (uvicorn's default names itself); `Date` stays, as HTTP requires. No
+    service speaks WebSocket, so uvicorn's WebSocket support stays off (`ws="none"`): its default would import
+    the `websockets` library, ~1 MB of RSS never used. An upgrade request is answered as plain HTTP.
     """
     import uvicorn  # noqa: PLC0415 - only entry points need the server
 
@@ -174,4 +176,5 @@ def serve(factory: Callable[[], Litestar], settings: TelemetrySettings) -> None:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
         server_header=False,  # see the docstring: the server software is not advertised
+        ws="none",  # see the docstring: no WebSocket routes
     )

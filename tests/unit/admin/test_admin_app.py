@@ -6,6 +6,7 @@ import pytest
 
 from admin.settings import AdminSettings
 from support.admin_app import BEARER
+from support.processes import modules_loaded
 from telemetry import SettingsError, load_settings
 
 SPEC_TABLE = {
@@ -102,3 +103,24 @@ class TestSettings:
         """A bad value is refused with a message naming the variable."""
         with pytest.raises(SettingsError, match=name):
             load_settings(AdminSettings, {name: value})
+
+
+_SERVE_WITHOUT_REDIS = """
+import sys
+from admin.app import create_app
+from admin.settings import AdminSettings
+from litestar.testing import TestClient
+settings = AdminSettings(environment="test", tempo_enabled=False, admin_api_key="k" * 32)
+with TestClient(create_app(settings)) as client:
+    assert client.get("/health").status_code == 200
+    assert client.get("/api/metrics/status").status_code == 200
+    refused = client.get("/api/instrumentation/config", headers={"Authorization": "Bearer no"})
+    assert refused.status_code == 401
+print("loaded:", *[name for name in ("redis",) if name in sys.modules])
+"""
+
+
+def test_without_redis_url_redis_py_is_never_loaded(tmp_path):
+    """Without REDIS_URL the admin serves (and limits failed logins per replica) without importing redis-py
+    (~20 MB of RSS): it loads only when `REDIS_URL` is set. A fresh interpreter: this one has imported it."""
+    assert modules_loaded(_SERVE_WITHOUT_REDIS, tmp_path) == []

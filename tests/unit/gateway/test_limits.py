@@ -10,7 +10,8 @@ import pytest
 from gateway_testing import Clock
 from prometheus_client import CollectorRegistry
 
-from gateway.limits import Bucket, InProcessLimiter, RedisLimiter, duration
+from gateway.limits import Bucket, InProcessLimiter, duration
+from gateway.redis_limits import RedisLimiter
 from gateway.store import ApiKey
 from support.processes import free_port
 from telemetry.shared_redis import SharedRedis

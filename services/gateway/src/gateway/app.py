@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
@@ -16,14 +17,13 @@ from gateway.direct_route import serve_directly
 from gateway.inference import InferenceService
 from gateway.inference_metrics import InferenceMetrics
 from gateway.keys import KeyGuard
-from gateway.limits import InProcessLimiter, Limiter, RedisLimiter
+from gateway.limits import InProcessLimiter, Limiter
 from gateway.providers.base import Provider
 from gateway.providers.catalog import Catalog, CatalogError, load_catalog
 from gateway.providers.health import ProviderHealth
 from gateway.providers.local import LocalProvider
 from gateway.providers.openai import OpenAIProvider, create_http_client
 from gateway.providers.router import Router
-from gateway.redis_cache import RedisCompletionCache
 from gateway.routes.chat import chat_completions
 from gateway.routes.keys import KEY_ROUTES
 from gateway.routes.models import list_models
@@ -42,7 +42,10 @@ from gateway.store import (
 )
 from telemetry import Telemetry, health, instrument, load_settings_or_exit, metrics_endpoint
 from telemetry.errors import EXCEPTION_HANDLERS
-from telemetry.shared_redis import SharedRedis
+
+if TYPE_CHECKING:
+    from gateway.redis_cache import RedisCompletionCache
+    from telemetry.shared_redis import SharedRedis
 
 
 def _load_catalog_or_exit(settings: GatewaySettings) -> Catalog:
@@ -64,17 +67,26 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
     }
     metrics = InferenceMetrics(telemetry.registry, catalog, health_by_provider)
     store_metrics = StoreMetrics(telemetry.registry, "postgresql" if settings.database_url else "sqlite")
-    redis = SharedRedis(settings.redis_url, telemetry.registry) if settings.redis_url else None
-    limiter: Limiter = RedisLimiter(redis) if redis is not None else InProcessLimiter()
+    redis: SharedRedis | None = None
+    shared_cache: RedisCompletionCache | None = None
+    limiter: Limiter
     cache: Cache
-    if redis is not None:
-        cache = RedisCompletionCache(
+    if settings.redis_url:
+        # Imported only with REDIS_URL: redis-py costs ~20 MB of RSS and ~0.6 s of start-up (BENCHMARKS.md).
+        from gateway.redis_cache import RedisCompletionCache  # noqa: PLC0415
+        from gateway.redis_limits import RedisLimiter  # noqa: PLC0415
+        from telemetry.shared_redis import SharedRedis  # noqa: PLC0415
+
+        redis = SharedRedis(settings.redis_url, telemetry.registry)
+        limiter = RedisLimiter(redis)
+        cache = shared_cache = RedisCompletionCache(
             redis,
             settings.gateway_cache_max_bytes,
             settings.gateway_cache_ttl_seconds,
             metrics.cache(COMPLETIONS_CACHE),
         )
     else:
+        limiter = InProcessLimiter()
         cache = InProcessCache(
             CompletionCache(
                 settings.gateway_cache_max_bytes,
@@ -104,8 +116,8 @@ def create_app(settings: GatewaySettings | None = None, telemetry: Telemetry | N
             log_event=telemetry.log_sink.write_event,
         )
         background = [asyncio.create_task(_maintain_periodically(store))]
-        if isinstance(cache, RedisCompletionCache):
-            background.append(asyncio.create_task(_refresh_periodically(cache)))
+        if shared_cache is not None:
+            background.append(asyncio.create_task(_refresh_periodically(shared_cache)))
         app.state.services = GatewayServices(
             settings=settings,
             catalog=catalog,

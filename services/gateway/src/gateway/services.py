@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from litestar.connection import ASGIConnection
 
@@ -12,7 +13,9 @@ from gateway.keys import KeyGuard
 from gateway.providers.catalog import Catalog
 from gateway.settings import GatewaySettings
 from gateway.store import Store
-from telemetry.shared_redis import SharedRedis
+
+if TYPE_CHECKING:
+    from telemetry.shared_redis import SharedRedis
 
 
 @dataclass(frozen=True, slots=True)
