@@ -67,6 +67,16 @@ RUNS = (
         ["memory.py", "--rounds", "1", "--requests", "600"],
         ("gateway ", "admin ", "log-shipper "),
     ),
+    (
+        "memory, image-like virtualenvs (idle RSS, MB)",
+        ["memory_idle.py", "--rounds", "1"],
+        ("gateway ", "admin ", "log-shipper "),
+    ),
+    (
+        "memory soak, gateway before an upstream (image-like virtualenv, 2 min)",
+        ["memory_soak.py", "--seconds", "120"],
+        ("idle ", "first minute", "second half slope"),
+    ),
 )
 
 

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Protocol
 from urllib.parse import urlencode, urlsplit
 
+from telemetry.post_connection import POST_ERRORS, PostConnection
 from telemetry.retry import parse_retry_after
 
 GZIP_MIN_BYTES = 1024
@@ -61,34 +62,26 @@ class HttpTransport:
             url = parts._replace(query=query).geturl()
         self.url = url
         self.gzip = gzip
-        import httpx  # noqa: PLC0415 - ~0.15 s of start-up CPU, only for services that forward over HTTP
-
-        # Certificates are loaded for https only: the CA bundle costs ~80 M instructions and MBs of memory.
-        self._client = httpx.Client(
-            timeout=timeout,
-            headers={"content-type": "application/x-ndjson"},
-            verify=parts.scheme == "https",
-        )
+        # Certificates are loaded for https only (the CA roots cost ~80 M instructions and MBs of memory).
+        self._connection = PostConnection(url, timeout, {"Content-Type": "application/x-ndjson"})
 
     def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:
         """One POST; 200 is the ack, 413 asks for smaller batches, 429/5xx/network errors are retried."""
-        import httpx  # noqa: PLC0415 - loaded by __init__ already; a dict lookup a batch
-
         body = b"".join(lines)
         headers = {}
         if self.gzip and len(body) >= GZIP_MIN_BYTES:
             body = zlib.compress(body, 1, wbits=31)  # wbits 31: a gzip member, as `gzip.compress` writes
-            headers["content-encoding"] = "gzip"
+            headers["Content-Encoding"] = "gzip"
         try:
-            response = self._client.post(self.url, content=body, headers=headers, timeout=timeout)
-        except httpx.TimeoutException as exc:
+            answer = self._connection.post(body, headers, timeout)
+        except TimeoutError as exc:
             return Delivery(Outcome.RETRY, "timeout", detail=type(exc).__name__)
-        except httpx.HTTPError as exc:
+        except POST_ERRORS as exc:
             return Delivery(Outcome.RETRY, "connection", detail=f"{type(exc).__name__}: {exc}")
-        status = response.status_code
+        status = answer.status
         if status == 200:
             return Delivery(Outcome.ACKED, "200")
-        detail = response.text[:200]
+        detail = answer.text[:200]
         if status == 413:
             return Delivery(Outcome.TOO_LARGE, "413", detail=detail)
         if status == 429 or status >= 500:
@@ -96,14 +89,14 @@ class HttpTransport:
             return Delivery(
                 Outcome.RETRY,
                 reason,
-                parse_retry_after(response.headers.get("retry-after")),
+                parse_retry_after(answer.retry_after),
                 f"HTTP {status}: {detail}",
             )
         return Delivery(Outcome.REJECTED, str(status), detail=f"HTTP {status}: {detail}")
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the connection."""
+        self._connection.close()
 
 
 def gzip_pays(url: str) -> bool:

@@ -12,12 +12,12 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from loguru import logger
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from telemetry.post_connection import POST_ERRORS, PostConnection
 from telemetry.spans import UNSET_STATUS
 
 if TYPE_CHECKING:
@@ -324,20 +324,20 @@ class BoundedSpanExporter(SpanExporter):
 
 
 class OtlpHttpSpanExporter(BoundedSpanExporter):
-    """Posts span batches to `/v1/traces` as OTLP/HTTP protobuf."""
+    """Posts span batches to `/v1/traces` as OTLP/HTTP protobuf, over one kept-alive connection."""
 
     def __init__(self, endpoint: str, timeout: float) -> None:
         super().__init__(endpoint)
-        self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/x-protobuf"})
+        self._connection = PostConnection(endpoint, timeout, {"Content-Type": "application/x-protobuf"})
 
     def _send(self, request: bytes) -> str | None:
         try:
-            response = self._client.post(self._endpoint, content=request)
-        except httpx.HTTPError as exc:
+            answer = self._connection.post(request)
+        except POST_ERRORS as exc:
             return f"{type(exc).__name__}: {exc}"
-        return None if response.status_code < 300 else f"HTTP {response.status_code}"
+        return None if answer.status < 300 else f"HTTP {answer.status}"
 
     def shutdown(self) -> None:
-        """Stop exporting and close the connection pool."""
+        """Stop exporting: cut a post still in progress and close the connection."""
         self._shutdown = True
-        self._client.close()
+        self._connection.close()

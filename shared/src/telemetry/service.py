@@ -90,8 +90,7 @@ class Telemetry:
         if self.log_forwarder is not None:
             msg = "log forwarding is already on"
             raise RuntimeError(msg)
-        # Imported here: the HTTP transport brings httpx (~0.15 s of start-up CPU) that stdout-only services
-        # never need.
+        # Imported here: stdout-only services never need the forwarder, its thread and its HTTP connection.
         from telemetry.forwarder import create_forwarder  # noqa: PLC0415
 
         sink = self.log_sink

@@ -58,7 +58,7 @@ def create_exporter(settings: TelemetrySettings) -> SpanExporter:
         from telemetry.otlp_grpc import OtlpGrpcSpanExporter  # noqa: PLC0415 - grpc is heavy; load it only when chosen
 
         return OtlpGrpcSpanExporter(settings.tempo_otlp_grpc_endpoint, timeout=timeout)
-    # Imported here: it brings httpx (~0.15 s of start-up CPU), which a process with tracing off never needs.
+    # Imported here: a process with tracing off never needs the encoder and its HTTP connection.
     from telemetry.otlp import OtlpHttpSpanExporter  # noqa: PLC0415
 
     return OtlpHttpSpanExporter(settings.tempo_otlp_http_endpoint.rstrip("/") + "/v1/traces", timeout=timeout)
