@@ -158,6 +158,30 @@ def upstream_command(port: int, chunks: int, interval_ms: float) -> list[str]:
     return [sys.executable, str(script), str(port), *options]
 
 
+def image_python(service: str, venv: Path, tree: Path | None = None) -> str:
+    """Build `venv` with what `service`'s image installs, from `tree` (this checkout by default); its python.
+
+    As `services/Dockerfile` runs it: `uv sync --frozen --no-dev --package gatewayz-<service> --no-editable`,
+    bytecode compiled; uv's cache serves it offline.
+    """
+    subprocess.run(
+        [
+            "uv",
+            "sync",
+            "--frozen",
+            "--no-dev",
+            "--package",
+            f"gatewayz-{service}",
+            "--no-editable",
+            "--quiet",
+        ],
+        cwd=tree or Path(__file__).resolve().parents[1],
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_COMPILE_BYTECODE": "1"},
+        check=True,
+    )
+    return str(venv / "bin" / "python")
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (benchmarks running side by side must not collide)."""
     with socket.socket() as probe:

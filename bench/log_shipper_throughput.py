@@ -29,6 +29,7 @@ import log_shipper
 import telemetry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from harness import image_python
 from instrumentation_overhead import cpu_seconds  # the same /proc reading as the other benches
 
 from support.fake_loki import FakeLoki
@@ -87,7 +88,9 @@ def compile_bytecode() -> None:
         compileall.compile_dir(path, quiet=2, workers=2)
 
 
-def run_once(variant: str, data: Path, count: int, loki: FakeLoki, workdir: Path) -> dict[str, float]:
+def run_once(
+    variant: str, data: Path, count: int, loki: FakeLoki, workdir: Path, python: str
+) -> dict[str, float]:
     target = workdir / "app.log"
     env = {**os.environ, "ENVIRONMENT": "bench"}
     if variant.startswith("shipper"):
@@ -102,7 +105,7 @@ def run_once(variant: str, data: Path, count: int, loki: FakeLoki, workdir: Path
             ACCESS_LOG="false",
             LOKI_PUSH_ENCODING="json" if variant == "shipper-json" else "protobuf",
         )
-        command = [sys.executable, "-m", "log_shipper"]
+        command = [python, "-m", "log_shipper"]
     else:
         command = [sys.executable, str(ROOT / "bench" / "log_shipper_anchor.py"), str(target), loki.push_url]
     process = subprocess.Popen(
@@ -161,6 +164,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--venv",
+        choices=("dev", "image"),
+        default="dev",
+        help="run the shipper from this virtualenv (dev) or from one built as its image builds it",
+    )
     args = parser.parse_args()
     variants = [name for name in args.variants.split(",") if name]
     pin(0)()
@@ -169,13 +178,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp, FakeLoki(keep=False) as loki:
         data = Path(tmp) / "data.ndjson"
         size = write_lines(data, args.lines)
+        python = image_python("log-shipper", Path(tmp) / "venv") if args.venv == "image" else sys.executable
         print(f"{args.lines} lines, {size / args.lines:.0f} bytes a line; CPU {os.cpu_count()} cores")
         for round_ in range(args.rounds):
             shift = round_ % len(variants)
             for variant in variants[shift:] + variants[:shift]:
                 workdir = Path(tmp) / f"{variant}-{round_}"
                 workdir.mkdir()
-                result = run_once(variant, data, args.lines, loki, workdir)
+                result = run_once(variant, data, args.lines, loki, workdir, python)
                 results[variant].append(result)
                 print(
                     f"round {round_ + 1} {variant:12s} {result['lines_per_cpu_s']:>10,.0f} lines/CPU-s"

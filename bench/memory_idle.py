@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import free_port
+from harness import free_port, image_python
 from memory_soak import rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,17 +32,7 @@ SERVICES = {"gateway": "gateway", "admin": "admin", "log-shipper": "log_shipper"
 
 def build(tree: Path, workdir: Path, label: str) -> dict[str, str]:
     """One image-like virtualenv per service from `tree`; their interpreters."""
-    pythons = {}
-    for service in SERVICES:
-        venv = workdir / f"{label}-{service}"
-        subprocess.run(
-            ["uv", "sync", "--frozen", "--no-dev", "--package", f"gatewayz-{service}", "--no-editable", "-q"],
-            cwd=tree,
-            env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_COMPILE_BYTECODE": "1"},
-            check=True,
-        )
-        pythons[service] = str(venv / "bin" / "python")
-    return pythons
+    return {service: image_python(service, workdir / f"{label}-{service}", tree) for service in SERVICES}
 
 
 def idle_rss(python: str, service: str, workdir: Path) -> float:

@@ -21,7 +21,6 @@ first.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness import WrkResult, free_port, post_script, run_wrk, stop, upstream_command
+from harness import WrkResult, free_port, image_python, post_script, run_wrk, stop, upstream_command
 from upstream_overhead import BODIES, CATALOG, KEY, start_gateway, wait_ready
 
 HERE = Path(__file__).resolve().parent
@@ -45,18 +44,6 @@ def rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024
     msg = f"no VmRSS for {pid}"
     raise RuntimeError(msg)
-
-
-def image_python(workdir: Path) -> str:
-    """A virtualenv with what the gateway's image installs, and its interpreter."""
-    venv = workdir / "venv-gateway"
-    subprocess.run(
-        ["uv", "sync", "--frozen", "--no-dev", "--package", "gatewayz-gateway", "--no-editable", "--quiet"],
-        cwd=ROOT,
-        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_COMPILE_BYTECODE": "1"},
-        check=True,
-    )
-    return str(venv / "bin" / "python")
 
 
 def slope_mb_per_minute(samples: list[tuple[float, float]]) -> float:
@@ -84,7 +71,7 @@ def main() -> None:
     (workdir / "catalog.toml").write_text(CATALOG.format(port=upstream_port))
     for mode, body in BODIES.items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
-    python = image_python(workdir) if args.venv == "image" else sys.executable
+    python = image_python("gateway", workdir / "venv-gateway") if args.venv == "image" else sys.executable
     upstream = subprocess.Popen(["taskset", "-c", "1", *upstream_command(upstream_port, 20, 0)])
     sink = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)],
