@@ -1,6 +1,6 @@
 """The gateway's RSS over a soak on the path users run: before an OpenAI-compatible upstream, full telemetry.
 
-    uv run python bench/memory_soak.py [--seconds 600] [--venv image|dev] [--connections 32]
+    uv run python bench/memory_soak.py [--seconds 600] [--venv image|dev] [--connections 32] [--tempo up|down]
 
 TARGETS.md: under 80 MB per service under load, flat over a 10-minute soak. Set up as
 `bench/upstream_overhead.py` is (`bench/openai_upstream.py` on loopback, the `openai`-kind bench catalog,
@@ -8,7 +8,8 @@ spans exported over OTLP/HTTP to `bench/otlp_sink.py`, access and inference line
 pinned to CPU 0, the rest on CPU 1), with two `wrk` loads at once for `--seconds`: non-streaming completions
 over three quarters of the connections, 20-chunk streams over the rest.
 
-`--venv image` (the default) runs the gateway from a virtualenv built as its image builds it
+`--tempo down` points the exporter at a port nothing listens on (Tempo down: each batch fails and is
+dropped). `--venv image` (the default) runs the gateway from a virtualenv built as its image builds it
 (`uv sync --frozen --no-dev --package gatewayz-gateway --no-editable`, in a temporary directory; uv's cache
 serves it offline); `--venv dev` from the development one (dev dependencies such as pydantic loaded too).
 
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0, help="length of the load (TARGETS: 10 min)")
     parser.add_argument("--venv", choices=("image", "dev"), default="image")
     parser.add_argument("--connections", type=int, default=32, help="total; a quarter of them stream")
+    parser.add_argument("--tempo", choices=("up", "down"), default="up")
     args = parser.parse_args()
     if args.seconds < 120:
         parser.error("--seconds must be at least 120 (a first and a last minute)")
@@ -72,10 +74,12 @@ def main() -> None:
     for mode, body in BODIES.items():
         (workdir / f"{mode}.lua").write_text(post_script(body, KEY))
     python = image_python("gateway", workdir / "venv-gateway") if args.venv == "image" else sys.executable
-    upstream = subprocess.Popen(["taskset", "-c", "1", *upstream_command(upstream_port, 20, 0)])
+    upstream = subprocess.Popen(
+        ["taskset", "-c", "1", *upstream_command(upstream_port, 20, 0)], stderr=subprocess.DEVNULL
+    )
     sink = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, str(HERE / "otlp_sink.py"), str(sink_port)],
-        stderr=subprocess.DEVNULL,  # its traceback at SIGINT
+        stderr=subprocess.DEVNULL,  # its traceback at SIGINT, as the upstream's
     )
     gateway: subprocess.Popen[bytes] | None = None
     try:
@@ -84,7 +88,8 @@ def main() -> None:
             upstream,
             {"Content-Type": "application/json"},
         )
-        gateway = start_gateway(gateway_port, workdir, f"http://127.0.0.1:{sink_port}", {}, python)
+        otlp_port = sink_port if args.tempo == "up" else free_port()
+        gateway = start_gateway(gateway_port, workdir, f"http://127.0.0.1:{otlp_port}", {}, python)
         url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
         wait_ready(url, gateway, {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
         time.sleep(2)
@@ -125,7 +130,10 @@ def main() -> None:
     second_half = [(t, v) for t, v in samples if t >= load_seconds / 2]
     served = {mode: f"{result.requests} ({result.rps:.0f}/s)" for mode, result in results.items()}
     print()
-    print(f"gateway ({args.venv} virtualenv), {load_seconds:.0f} s of load, requests served: {served}")
+    print(
+        f"gateway ({args.venv} virtualenv, Tempo {args.tempo}), {load_seconds:.0f} s of load,"
+        f" requests served: {served}"
+    )
     print(f"idle {idle:.1f} MB, peak {max(v for _, v in samples):.1f} MB, after {after:.1f} MB")
     print(f"first minute max {first:.1f} MB, last minute max {last:.1f} MB")
     print(f"second half slope {slope_mb_per_minute(second_half):+.2f} MB/min")
