@@ -62,7 +62,6 @@ class HttpTransport:
             url = parts._replace(query=query).geturl()
         self.url = url
         self.gzip = gzip
-        # Certificates are loaded for https only (the CA roots cost ~80 M instructions and MBs of memory).
         self._connection = PostConnection(url, timeout, {"Content-Type": "application/x-ndjson"})
 
     def send(self, lines: Sequence[bytes], timeout: float) -> Delivery:

@@ -9,11 +9,12 @@ used before: importing it cost the gateway ~7 MB of RSS (idle `VmRSS` after star
 gateway needs it for nothing else.
 
 What it does: keep-alive, one fresh attempt when a reused connection turns out closed by the server (an idle
-timeout on the other side; a fresh connection's failure is the caller's), `https` with the system's CA roots,
-a timeout per socket operation (connect, each send and read; settable per request), and `abort()` to cut a
-request in progress from another thread (shutdown). Errors are `POST_ERRORS`: `OSError` (`TimeoutError` when a
-timeout ran out) or `http.client.HTTPException` (a malformed answer). No proxy from the environment is used:
-the receivers are the deployment's own services.
+timeout on the other side; a fresh connection's failure is the caller's), `https` with the system's CA roots
+(loaded once, at the first `https` connection: loading them costs ~80 M instructions and MBs of memory, so
+plain `http` never does and a reconnect does not again), a timeout per socket operation (connect, each send
+and read; settable per request), and `abort()` to cut a request in progress from another thread (shutdown).
+Errors are `POST_ERRORS`: `OSError` (`TimeoutError` when a timeout ran out) or `http.client.HTTPException` (a
+malformed answer). No proxy from the environment is used: the receivers are the deployment's own services.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -29,7 +31,14 @@ from typing import Final
 
 POST_ERRORS: Final = (OSError, http.client.HTTPException)
 """What `PostConnection.post` raises when no answer came (`TimeoutError`, an `OSError`, when time ran out)."""
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_STALE = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+"""A reused connection the server had closed (over TLS the close surfaces as an EOF in the TLS layer)."""
 _TEXT_BYTES = 4096
 
 
@@ -58,24 +67,26 @@ class PostConnection:
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._headers = {**(headers or {}), "Host": parts.netloc.rpartition("@")[2]}
         self._connection: http.client.HTTPConnection | None = None
+        self._tls_context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
 
     def post(
         self, body: bytes, headers: Mapping[str, str] | None = None, timeout: float | None = None
     ) -> Answer:
         """POST `body` (with `headers` on top of the connection's); raises one of `POST_ERRORS`."""
+        seconds = self.timeout if timeout is None else timeout
+        sent = {**self._headers, **headers} if headers else self._headers
         with self._lock:
-            sent = {**self._headers, **headers} if headers else self._headers
             reused = self._connection is not None
             try:
                 try:
-                    return self._request(body, sent, self.timeout if timeout is None else timeout)
+                    return self._request(body, sent, seconds)
                 except _STALE:
                     if not reused:
                         raise
                     # The server closed the idle kept-alive connection: one fresh attempt.
                     self._drop()
-                    return self._request(body, sent, self.timeout if timeout is None else timeout)
+                    return self._request(body, sent, seconds)
             except BaseException:
                 self._drop()
                 raise
@@ -83,8 +94,15 @@ class PostConnection:
     def _request(self, body: bytes, headers: Mapping[str, str], timeout: float) -> Answer:
         connection = self._connection
         if connection is None:
-            kind = http.client.HTTPSConnection if self._tls else http.client.HTTPConnection
-            connection = self._connection = kind(self._host, self._port, timeout=timeout)
+            if self._tls:
+                if self._tls_context is None:
+                    self._tls_context = ssl.create_default_context()
+                connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=self._tls_context
+                )
+            else:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            self._connection = connection
         elif connection.sock is not None:
             connection.sock.settimeout(timeout)
         connection.timeout = timeout

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +23,10 @@ class RawServer:
     connection without saying so (an idle timeout on the server's side); `silent` reads and never answers.
     """
 
-    def __init__(self, mode: str, body: bytes = b"ok") -> None:
+    def __init__(self, mode: str, body: bytes = b"ok", tls: ssl.SSLContext | None = None) -> None:
         self.mode = mode
         self.body = body
+        self.tls = tls
         self.connections = 0
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -45,6 +49,12 @@ class RawServer:
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(5)
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # the client refused our certificate
+                conn.close()
+                return
         buffer = b""
         with conn:
             while not self._stop.is_set():
@@ -185,6 +195,67 @@ def test_only_http_urls():
     """A URL that is not http(s) is refused when the connection is made, naming it."""
     with pytest.raises(ValueError, match="tempo:4317"):
         PostConnection("tempo:4317", 1)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (Debian's `openssl`)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert)),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _tls_server(certificate: tuple[Path, Path]) -> RawServer:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return RawServer("close_idle", tls=context)
+
+
+def test_https_verifies_against_the_system_roots_loaded_once(certificate, monkeypatch):
+    """https: the server's certificate is checked against the system's roots (here `SSL_CERT_FILE`), which
+    are loaded once: the reconnect after the server closed the connection (over TLS an EOF in the TLS
+    layer, not a plain disconnect) reuses them."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    loads: list[None] = []
+    create = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda: loads.append(None) or create())
+    server = _tls_server(certificate)
+    try:
+        connection = PostConnection(f"https://127.0.0.1:{server.port}/v1/traces", 2)
+        assert connection.post(b"a").status == 200
+        time.sleep(0.2)
+        assert connection.post(b"b").status == 200
+        connection.close()
+    finally:
+        server.stop()
+    assert [body for _, _, body in server.requests] == [b"a", b"b"]
+    assert server.connections == 2
+    assert len(loads) == 1
+
+
+def test_https_refuses_a_certificate_the_roots_do_not_hold(certificate, tmp_path, monkeypatch):
+    """A server whose certificate no root signs: the POST fails (an OSError, one of POST_ERRORS), unsent."""
+    empty = tmp_path / "no-roots.pem"
+    empty.write_text("")
+    monkeypatch.setenv("SSL_CERT_FILE", str(empty))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    server = _tls_server(certificate)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            PostConnection(f"https://127.0.0.1:{server.port}/", 2).post(b"a")
+    finally:
+        server.stop()
+    assert issubclass(ssl.SSLCertVerificationError, POST_ERRORS)
+    assert server.requests == []
 
 
 _BUILD_THE_GATEWAY = """
