@@ -2,9 +2,10 @@
 # Install the Debian packages providing any missing command: `ensure-tools.sh COMMAND=PACKAGE ...`.
 # A COMMAND with a `/` is a path glob instead (for binaries Debian keeps off PATH).
 # With no argument: what the tests need besides Prometheus, i.e. docker-compose (its `config -q` validates
-# docker-compose.yml offline; no Docker engine needed).
+# docker-compose.yml offline; no Docker engine needed) and openssl (a self-signed certificate for the TLS
+# tests of `telemetry.post_connection`).
 set -euo pipefail
-[ "$#" -gt 0 ] || set -- docker-compose=docker-compose
+[ "$#" -gt 0 ] || set -- docker-compose=docker-compose openssl=openssl
 missing=()
 for pair in "$@"; do
   need="${pair%%=*}"
