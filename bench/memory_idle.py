@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import free_port, image_python
-from memory_soak import rss_mb
+from harness import free_port, image_python, rss_mb, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"gateway": "gateway", "admin": "admin", "log-shipper": "log_shipper"}
@@ -56,17 +55,7 @@ def idle_rss(python: str, service: str, workdir: Path) -> float:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                msg = f"{service} ({python}) did not become healthy"
-                raise RuntimeError(msg)
-            time.sleep(0.1)
+        wait_healthy(f"{url}/health", proc)
         if service == "gateway":
             answer = httpx.post(
                 f"{url}/v1/chat/completions",

@@ -31,20 +31,11 @@ import threading
 import time
 from pathlib import Path
 
-from harness import WrkResult, free_port, image_python, post_script, run_wrk, stop, upstream_command
+from harness import WrkResult, free_port, image_python, post_script, rss_mb, run_wrk, stop, upstream_command
 from upstream_overhead import BODIES, CATALOG, KEY, start_gateway, wait_ready
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-def rss_mb(pid: int) -> float:
-    """`VmRSS` of `pid`, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    msg = f"no VmRSS for {pid}"
-    raise RuntimeError(msg)
 
 
 def slope_mb_per_minute(samples: list[tuple[float, float]]) -> float:
